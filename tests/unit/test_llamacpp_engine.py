@@ -1,0 +1,93 @@
+"""llama.cpp's spec -> command line mapping and model resolution (no server)."""
+
+from pathlib import Path
+
+import pytest
+
+from servekit.engines import get_engine
+from servekit.errors import InvalidSpec, ModelNotFound
+from servekit.spec import ServeSpec
+
+
+@pytest.fixture
+def engine(monkeypatch, tmp_path):
+    fake = tmp_path / "llama-server"
+    fake.write_text("#!/bin/sh\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("SERVEKIT_LLAMA_SERVER", str(fake))
+    return get_engine("llama.cpp")
+
+
+@pytest.fixture
+def gguf(tmp_path) -> Path:
+    path = tmp_path / "model-Q4_K_M.gguf"
+    path.write_bytes(b"GGUF")
+    return path
+
+
+def command(engine, model, **options):
+    options = {"port": 8123, "api_key": "k" * 8, **options}
+    spec = engine.resolve(ServeSpec.build("llamacpp", model, **options))
+    return spec, engine.command(spec)[1:]
+
+
+def test_base_command(engine, gguf):
+    spec, cmd = command(engine, str(gguf))
+    assert cmd == ["-m", str(gguf), "--host", "127.0.0.1", "--port", "8123", "--api-key", "kkkkkkkk",
+                   "--alias", "model-Q4_K_M", "--metrics", "--slots"]
+
+
+def test_full_command(engine, gguf, tmp_path):
+    lora = tmp_path / "style.gguf"
+    lora.write_bytes(b"GGUF")
+    _, cmd = command(engine, str(gguf), served_name="tiny", ctx=4096, parallel=4, lora={"style": str(lora)},
+                     tool_parser="hermes", tensor_parallel=2, cpu=True, metrics=False, extra_args=["--seed", "1"])
+    assert cmd == ["-m", str(gguf), "--host", "127.0.0.1", "--port", "8123", "--api-key", "kkkkkkkk",
+                   "--alias", "tiny", "-c", "4096", "-np", "4", "--lora-scaled", f"{lora}:0",
+                   "--split-mode", "row", "--jinja", "--n-gpu-layers", "0", "--slots", "--seed", "1"]
+
+
+def test_hugging_face_repo_uses_hf_flag(engine):
+    spec, cmd = command(engine, "ggml-org/gemma-3-1b-it-GGUF", quantization="Q4_K_M", api_key="")
+    assert cmd[:2] == ["-hf", "ggml-org/gemma-3-1b-it-GGUF:Q4_K_M"]
+    assert "--api-key" not in cmd
+    assert spec.served_name == "gemma-3-1b-it-GGUF"
+
+
+def test_demo_name_resolves_to_a_gguf_file(engine):
+    spec, cmd = command(engine, "demo-tiny")
+    assert cmd[0] == "-m" and Path(cmd[1]).is_file() and cmd[1].endswith(".gguf")
+    assert spec.served_name == "demo-tiny"
+
+
+@pytest.mark.parametrize("options,match", [({"dtype": "float16"}, "dtype"), ({"memory_fraction": 0.5}, "memory")])
+def test_options_that_do_not_apply_are_refused(engine, gguf, options, match):
+    with pytest.raises(InvalidSpec, match=match):
+        command(engine, str(gguf), **options)
+
+
+def test_hf_folder_gets_a_convert_hint(engine, tmp_path):
+    (tmp_path / "config.json").write_text("{}")
+    with pytest.raises(ModelNotFound, match="convert_hf_to_gguf"):
+        command(engine, str(tmp_path))
+
+
+def test_missing_model_and_lora(engine, gguf):
+    with pytest.raises(ModelNotFound, match="neither a local GGUF"):
+        command(engine, "./no/such/file.gguf")
+    with pytest.raises(ModelNotFound, match="LoRA adapter 'x'"):
+        command(engine, str(gguf), lora={"x": "/no/such.gguf"})
+
+
+def test_log_diagnosis(engine):
+    assert "port" in engine.diagnose("couldn't bind HTTP server socket, hostname: 127.0.0.1, port: 1")
+    assert "valid GGUF" in engine.diagnose("llama_model_load: error loading model: bad magic")
+    assert engine.diagnose("all fine") is None
+
+
+def test_engine_registry_aliases():
+    assert get_engine("llama.cpp") is get_engine("LLAMACPP")
+    from servekit.errors import UnknownEngine
+
+    with pytest.raises(UnknownEngine, match="vllm"):
+        get_engine("tgi")
