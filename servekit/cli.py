@@ -111,7 +111,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         print(f"Detached. Stop it with: servekit stop {server.name}")
         return 0
     print("Serving; press Ctrl-C to stop.", flush=True)
-    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
         while server.is_running():
             time.sleep(0.5)
@@ -121,6 +121,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
         print(f"\nStopping {server.name} …", flush=True)
         server.stop()
         return 0
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 def cmd_ps(args: argparse.Namespace) -> int:

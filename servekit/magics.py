@@ -12,6 +12,7 @@ from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
 
 from .display import ServerTable
+from .engines import get_engine
 from .errors import ServekitError
 from .server import Server, get_server, running, serve, stop_all
 
@@ -52,9 +53,9 @@ class ServekitMagics(Magics):
             key: value for key, value in (("name", args.name), ("port", args.port), ("ctx", args.ctx),
                                           ("parallel", args.parallel), ("cpu", args.cpu)) if value is not None
         }
-        print(f"Starting {args.engine} with {args.model} …", flush=True)
         started = time.monotonic()
         try:
+            print(f"Starting {get_engine(args.engine).display_name} with {args.model} …", flush=True)
             server = serve(args.engine, args.model, lora=args.lora, extra_args=extra, timeout=args.timeout, **options)
         except ServekitError as exc:
             raise _fail(exc) from None

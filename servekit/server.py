@@ -387,7 +387,8 @@ def get_server(name: str | None = None) -> Server:
     """The live server called ``name`` (or the newest one when ``name`` is None)."""
     servers = running()
     if not servers:
-        raise ServerNotFound("No servekit server is running. Start one with servekit.serve(...) or %serve.")
+        missing = f"No running server named {name!r}: " if name else ""
+        raise ServerNotFound(f"{missing}no servekit server is running. Start one with servekit.serve(...) or %serve.")
     if name is None:
         return servers[-1]
     for server in servers:
