@@ -313,7 +313,11 @@ def _unpack_vendored_llama_cpp(sdist: Path, root: Path) -> Path:
     if src.exists():
         shutil.rmtree(src)
     with tarfile.open(sdist) as archive:
-        prefix = next(m.name for m in archive.getmembers() if m.name.endswith("/vendor/llama.cpp"))
+        marker = "/vendor/llama.cpp/CMakeLists.txt"
+        found = next((m.name for m in archive.getmembers() if m.name.endswith(marker)), None)
+        if found is None:
+            raise BuildError(f"{sdist.name} holds no vendored llama.cpp sources (looked for *{marker}).")
+        prefix = found[: -len("/CMakeLists.txt")]
         members = [m for m in archive.getmembers() if m.name.startswith(prefix + "/")]
         for member in members:
             member.name = member.name[len(prefix) + 1:]
