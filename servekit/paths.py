@@ -6,27 +6,23 @@ import os
 from pathlib import Path
 
 
-def cache_dir() -> Path:
-    """User cache for built engines, engine environments and demo models (``$SERVEKIT_CACHE_DIR``)."""
-    override = os.environ.get("SERVEKIT_CACHE_DIR")
+def _user_dir(env_var: str, kind: str) -> Path:
+    override = os.environ.get(env_var)
     if override:
         path = Path(override)
     else:
         import platformdirs
 
-        path = Path(platformdirs.user_cache_dir("servekit"))
-    path.mkdir(parents=True, exist_ok=True)
+        path = Path(getattr(platformdirs, f"user_{kind}_dir")("servekit"))
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
     return path
+
+
+def cache_dir() -> Path:
+    """User cache for built engines, engine environments and demo models (``$SERVEKIT_CACHE_DIR``)."""
+    return _user_dir("SERVEKIT_CACHE_DIR", "cache")
 
 
 def state_dir() -> Path:
     """Records and logs of servers (``$SERVEKIT_STATE_DIR``); shared by every process of this user."""
-    override = os.environ.get("SERVEKIT_STATE_DIR")
-    if override:
-        path = Path(override)
-    else:
-        import platformdirs
-
-        path = Path(platformdirs.user_state_dir("servekit"))
-    path.mkdir(parents=True, exist_ok=True, mode=0o700)
-    return path
+    return _user_dir("SERVEKIT_STATE_DIR", "state")
