@@ -23,7 +23,7 @@ engines: venv
 	$(BIN)/servekit install llamacpp
 
 test: engines
-	$(BIN)/python -m pytest -v -ra
+	$(BIN)/python -m pytest -v -ra tests notebooks --nbval-lax
 
 unit: venv
 	$(BIN)/python -m pytest -v tests/unit
