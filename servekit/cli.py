@@ -71,6 +71,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="the offline demo model: `build` it, or `run` a one-reply demo (default)")
     p.add_argument("action", nargs="?", default="run", choices=("run", "build"))
+    p.add_argument("--force", action="store_true", help="build: rebuild even when the cache has this version")
+    p.add_argument("--hf-only", action="store_true",
+                   help="build: only the Hugging Face model and PEFT adapters (vLLM, SGLang), no GGUF files")
     p.add_argument("--engine", default="llamacpp")
     p.add_argument("--model", default="demo")
     p.add_argument("--prompt", default=None)
@@ -189,11 +192,11 @@ def cmd_check(args: argparse.Namespace) -> int:
     availability = engine.available()
     if not availability:
         raise EngineNotInstalled(f"{engine.display_name} is not installed. {availability.install_hint}")
-    spec = engine.resolve(ServeSpec.build(engine.name, args.model, **_spec_options(args)))
+    spec = ServeSpec.build(engine.name, args.model, **_spec_options(args))
     if spec.port is None:
         spec = spec.replace(port=engine.default_port)
-    report = engine.validate(spec)
-    print(report or f"{engine.display_name} accepts: {' '.join(engine.command(spec))}")
+    report = engine.validate(spec)  # engines resolve what they need: SGLang checks its GPU command line
+    print(report or f"{engine.display_name} accepts: {' '.join(engine.command(engine.resolve(spec)))}")
     return 0
 
 
@@ -201,13 +204,17 @@ def cmd_demo(args: argparse.Namespace) -> int:
     if args.action == "build":
         from . import demo
 
-        demo.build(progress=_progress)
+        demo.build(progress=_progress, force=args.force, gguf=False if args.hf_only else None)
         return 0
     return run_demo(args.engine, args.model, args.prompt)
 
 
+DEMO_PROMPT = "reverse: cold dark night"  # the demo model's easy task: it answers "night dark cold"
+
+
 def run_demo(engine_name: str, model: str, prompt: str | None) -> int:
     """Install the engine if needed, start ``model``, stream one chat reply, stop — the README's main job."""
+    from .demo import is_demo_name
     from .engines import get_engine
     from .server import serve
 
@@ -219,7 +226,7 @@ def run_demo(engine_name: str, model: str, prompt: str | None) -> int:
     started = time.monotonic()
     with serve(engine.name, model) as server:
         print(f"Ready at {server.base_url} after {time.monotonic() - started:.1f} s (log: {server.log_path})")
-        question = prompt or "Hello! Who are you?"
+        question = prompt or (DEMO_PROMPT if is_demo_name(model) else "Hello! Who are you?")
         print(f"\n> {question}\n", flush=True)
         stream = server.client().chat.completions.create(
             model=server.model, messages=[{"role": "user", "content": question}], max_tokens=64, stream=True

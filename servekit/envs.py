@@ -20,6 +20,8 @@ from .paths import cache_dir
 
 Progress = Callable[[str], None]
 _MARKER = "servekit-env.json"
+TORCH_CPU_INDEX = "https://download.pytorch.org/whl/cpu"
+TORCH_INDEX_ENV_VAR = "SERVEKIT_TORCH_INDEX_URL"  # set (even empty) to choose the torch index yourself
 
 
 def env_dir(name: str) -> Path:
@@ -95,3 +97,31 @@ def create_env(
         json.dumps({"name": name, "steps": [list(s) for s in install_steps], "seconds": round(time.monotonic() - started, 1)})
     )
     return env_py
+
+
+def cpu_torch_requirements(version: str, progress: Progress | None = None) -> list[str]:
+    """pip arguments for the CPU build of torch ``version`` (e.g. "2.13.0"): ``torch==V+cpu`` and, where
+    pip cannot find it in its configured sources (a local wheel, a configured index), PyTorch's CPU index.
+
+    PyPI has no ``+cpu`` builds, and its Linux torch pulls in CUDA libraries (GBs).
+    ``$SERVEKIT_TORCH_INDEX_URL`` decides when set (empty: no extra index).
+    """
+    requirement = f"torch=={version}+cpu"
+    chosen = os.environ.get(TORCH_INDEX_ENV_VAR)
+    if chosen is not None:
+        return [requirement, "--extra-index-url", chosen] if chosen else [requirement]
+    if _pip_finds(requirement):
+        if progress:
+            progress(f"{requirement} is available from pip's configured sources")
+        return [requirement]
+    return [requirement, "--extra-index-url", TORCH_CPU_INDEX]
+
+
+def _pip_finds(requirement: str) -> bool:
+    """True when this Python's pip resolves ``requirement`` from its configured sources without extra indexes."""
+    cmd = [sys.executable, "-m", "pip", "install", "--dry-run", "--no-deps", "--ignore-installed", "--quiet",
+           "--disable-pip-version-check", "--retries", "0", requirement]
+    try:
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False

@@ -19,7 +19,7 @@ import psutil
 
 from . import registry
 from .engines import Engine, LaunchContext, LoraInfo, get_engine
-from .errors import EngineNotInstalled, InvalidSpec, PortInUse, ServerNotFound, ServerStartError
+from .errors import EngineNotInstalled, EngineRequestError, InvalidSpec, PortInUse, ServerNotFound, ServerStartError
 from .paths import state_dir
 from .registry import ServerRecord
 from .spec import ServeSpec, short_name
@@ -33,6 +33,11 @@ if TYPE_CHECKING:
 LOG_TAIL_LINES = 40
 _owned: dict[str, Server] = {}
 _owned_lock = threading.Lock()
+
+
+def new_api_key() -> str:
+    """A random API key; the ``sk-`` prefix keeps it from ever reading as a command-line flag."""
+    return "sk-" + secrets.token_urlsafe(24)
 
 
 def mask_key(key: str | None) -> str:
@@ -115,10 +120,11 @@ class Server:
         except FileNotFoundError:
             return ""
 
-    def ping(self, timeout: float = 2.0) -> bool:
-        """True if the engine's readiness probe answers 200 now."""
+    def ping(self, timeout: float | None = None) -> bool:
+        """True if the engine's readiness probe answers 200 now (within the engine's ``health_timeout``)."""
         import httpx
 
+        timeout = self.engine.health_timeout if timeout is None else timeout
         headers = self.engine.health_headers(self.api_key)
         try:
             return httpx.get(self.url + self.engine.health_path, headers=headers, timeout=timeout).status_code == 200
@@ -133,7 +139,7 @@ class Server:
         while True:
             if not self.is_running():
                 raise ServerStartError(self._death_message())
-            if self.ping(timeout=min(2.0, max(0.1, deadline - time.monotonic()))):
+            if self.ping(timeout=min(self.engine.health_timeout, max(0.1, deadline - time.monotonic()))):
                 self._ready = True
                 return self
             if time.monotonic() >= deadline:
@@ -177,6 +183,20 @@ class Server:
         """The adapters the server knows now."""
         with self.http() as http:
             return self.engine.list_loras(http)
+
+    def lora_request_options(self, adapter: str | None = None) -> dict[str, Any]:
+        """``model`` and ``extra_body`` for an OpenAI request that applies LoRA ``adapter`` (None: base model).
+
+        ``client.chat.completions.create(messages=..., **server.lora_request_options("next"))``
+        """
+        try:
+            loras = self.loras()
+        except (EngineRequestError, NotImplementedError):
+            loras = []
+        if adapter is not None and loras and adapter not in {info.name for info in loras}:
+            have = ", ".join(sorted(info.name for info in loras))
+            raise ValueError(f"the server has no adapter {adapter!r} (it has: {have})")
+        return self.engine.lora_request_options(self.model, adapter, loras)
 
     # -- stop ---------------------------------------------------------------------------------
     def stop(self, timeout: float = 15.0) -> None:
@@ -304,7 +324,7 @@ def serve(engine: str, model: str, *, wait: bool = True, timeout: float | None =
         raise EngineNotInstalled(f"{eng.display_name} is not installed. {availability.install_hint}".strip())
     spec = eng.resolve(spec)
     name = _unique_name(spec.name, model)
-    api_key = secrets.token_urlsafe(24) if spec.api_key is None else (spec.api_key or None)
+    api_key = new_api_key() if spec.api_key is None else (spec.api_key or None)
     spec = spec.replace(name=name, port=_choose_port(spec), api_key=api_key)
     return _launch(eng, spec, wait=wait, timeout=timeout, detach=detach)
 
@@ -370,7 +390,10 @@ def _url_host(host: str) -> str:
 
 
 def _redact(command: list[str], api_key: str | None) -> list[str]:
-    return [mask_key(part) if api_key and part == api_key else part for part in command]
+    """The command with the API key masked, also where it is written ``--api-key=KEY``."""
+    if not api_key:
+        return list(command)
+    return [part.replace(api_key, mask_key(api_key)) for part in command]
 
 
 def running() -> list[Server]:

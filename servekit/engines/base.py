@@ -66,6 +66,7 @@ class Engine(Protocol):
     display_name: str
     default_port: int
     health_path: str
+    health_timeout: float  # seconds one readiness probe may take
     startup_timeout: float
     metric_names: Mapping[str, str]
 
@@ -79,7 +80,11 @@ class Engine(Protocol):
 
     def environment(self, spec: ServeSpec, ctx: LaunchContext) -> dict[str, str]: ...
 
-    def validate(self, spec: ServeSpec) -> None: ...
+    def validate(self, spec: ServeSpec) -> str | None:
+        """Check the command line with the engine's own parser where installed; a short report, or InvalidSpec.
+
+        Takes a spec before :meth:`resolve` (engines resolve what they need)."""
+        ...
 
     def served_name(self, spec: ServeSpec) -> str: ...
 
@@ -103,6 +108,10 @@ class Engine(Protocol):
 
     def list_loras(self, http: httpx.Client) -> list[LoraInfo]: ...
 
+    def lora_request_options(self, served_model: str, adapter: str | None, loras: list[LoraInfo]) -> dict[str, Any]:
+        """``model`` and ``extra_body`` for one OpenAI request that applies ``adapter`` (None: the base model)."""
+        ...
+
     def web_ui_note(self, url: str) -> str | None: ...
 
     def install(self, progress: Progress | None = None, force: bool = False, variant: str | None = None) -> str: ...
@@ -116,6 +125,7 @@ class EngineBase:
     display_name: str = ""
     default_port: int = 8000
     health_path: str = "/health"
+    health_timeout: float = 2.0
     startup_timeout: float = 600.0
     metric_names: Mapping[str, str] = {}
     pip_extra: str = ""
@@ -126,7 +136,7 @@ class EngineBase:
     def environment(self, spec: ServeSpec, ctx: LaunchContext) -> dict[str, str]:
         return {"TMPDIR": str(ctx.run_dir / "tmp")}
 
-    def validate(self, spec: ServeSpec) -> None:
+    def validate(self, spec: ServeSpec) -> str | None:
         return None
 
     def served_name(self, spec: ServeSpec) -> str:
@@ -161,6 +171,9 @@ class EngineBase:
 
     def list_loras(self, http: httpx.Client) -> list[LoraInfo]:
         return self.parse_loras(send(http, self.lora_list()))
+
+    def lora_request_options(self, served_model: str, adapter: str | None, loras: list[LoraInfo]) -> dict[str, Any]:
+        return {"model": adapter or served_model, "extra_body": {}}  # vLLM and SGLang serve adapters as models
 
     def web_ui_note(self, url: str) -> str | None:
         return None
