@@ -1,6 +1,15 @@
-"""Offline teaching models: model names ``demo`` (and later ``demo:QUANT``, ``demo+lora-NAME``).
+"""Offline teaching models, built on this machine from a fixed seed — no model hub needed.
 
-Engines call :func:`resolve_model` to turn a demo name into files in the format they load.
+Model names (for ``serve()``, ``%serve`` and the CLI):
+
+* ``demo`` — a tiny Llama trained here on two tasks (F16 GGUF for llama.cpp, a HF folder for vLLM/SGLang);
+* ``demo:Q4_K_M`` — the same model quantized by ``llama-quantize`` (Q8_0, Q6_K, Q5_K_M, Q4_K_M, Q4_0, Q3_K_M, Q2_K);
+* ``demo+lora-opposite``, ``demo+lora-next`` (or ``demo+loras`` for both) — with LoRA adapters loaded;
+  a request applies one by naming it (:func:`evaluate` does that for you);
+* ``demo-tiny`` — random weights, written in under a second: it proves a server starts, nothing more.
+
+The first use builds the trained model (about 5 minutes on 2 cores; ``servekit demo build``).
+Engines call :func:`resolve_model` to turn a name into files in the format they load.
 """
 
 from __future__ import annotations
@@ -10,22 +19,64 @@ from pathlib import Path
 
 from ..errors import ModelNotFound
 from ..paths import cache_dir
+from .tasks import ADAPTERS, TASKS
 
-__all__ = ["DemoModel", "is_demo_name", "resolve_model", "tiny_gguf"]
+QUANT_TYPES: tuple[str, ...] = ("Q8_0", "Q6_K", "Q5_K_M", "Q4_K_M", "Q4_0", "Q3_K_M", "Q2_K")
+
+from .builder import Artefacts, BuildReport, artefacts, build
+from .scoring import EvalResult, QuantTable, evaluate, quant_table
+
+__all__ = [
+    "ADAPTERS", "QUANT_TYPES", "TASKS", "Artefacts", "BuildReport", "DemoModel", "EvalResult", "QuantTable",
+    "artefacts", "build", "evaluate", "is_demo_name", "parse_name", "quant_table", "resolve_model",
+    "tiny_gguf",
+]
 
 
 @dataclass(frozen=True)
 class DemoModel:
-    """A demo model in one format: the path an engine loads, its served name, its LoRA adapters."""
+    """A demo model in one format: the path an engine loads, its served name, its LoRA adapters.
+
+    ``loras``: (name, path) pairs — GGUF LoRA files for fmt "gguf", PEFT folders for fmt "hf".
+    """
 
     path: Path
     served_name: str
     loras: tuple[tuple[str, str], ...] = ()
 
 
+@dataclass(frozen=True)
+class DemoName:
+    """A parsed demo model name: ``demo[:QUANT][+lora-NAME…]`` or ``demo-tiny``."""
+
+    tiny: bool
+    quant: str  # "F16" unless a quantization type was named
+    adapters: tuple[str, ...]
+
+
 def is_demo_name(model: str) -> bool:
     """True for ``demo``, ``demo:Q4_K_M``, ``demo+lora-NAME`` and the like."""
     return model == "demo" or model.startswith(("demo:", "demo+", "demo-tiny"))
+
+
+def parse_name(model: str) -> DemoName:
+    """Split a demo name into its parts; raises :class:`ModelNotFound` for a name that names nothing."""
+    if model == "demo-tiny":
+        return DemoName(tiny=True, quant="F16", adapters=())
+    base, *extras = model.split("+")
+    stem, colon, quant = base.partition(":")
+    quant = quant if colon else "F16"
+    if stem != "demo" or (quant != "F16" and quant not in QUANT_TYPES):
+        raise ModelNotFound(f"Unknown demo model {model!r}: use demo, demo:QUANT with QUANT one of "
+                            f"{', '.join(QUANT_TYPES)}, demo+lora-NAME (NAME: {', '.join(ADAPTERS)}), or demo-tiny.")
+    adapters: list[str] = []
+    for extra in extras:
+        names = list(ADAPTERS) if extra == "loras" else [extra.removeprefix("lora-")]
+        if not extra.startswith("lora") or any(n not in ADAPTERS for n in names):
+            raise ModelNotFound(f"Unknown adapter {extra!r} in {model!r}: the demo adapters are "
+                                + ", ".join(f"lora-{a}" for a in ADAPTERS) + " (or loras for all).")
+        adapters += [n for n in names if n not in adapters]
+    return DemoName(tiny=False, quant=quant, adapters=tuple(adapters))
 
 
 def tiny_gguf() -> Path:
@@ -37,11 +88,27 @@ def tiny_gguf() -> Path:
 
 
 def resolve_model(model: str, fmt: str) -> DemoModel | None:
-    """The files behind a demo model name in format ``fmt`` ("gguf" or "hf"), or None for other names."""
+    """The files behind a demo model name in format ``fmt`` ("gguf" or "hf"), or None for other names.
+
+    Builds the trained model first when it is missing (progress is printed).
+    """
     if not is_demo_name(model):
         return None
-    if fmt == "gguf" and model in ("demo", "demo-tiny"):
+    if fmt not in ("gguf", "hf"):
+        raise ValueError(f"fmt must be 'gguf' or 'hf', not {fmt!r}")
+    name = parse_name(model)
+    if name.tiny:
+        if fmt != "gguf":
+            raise ModelNotFound("demo-tiny exists only as a GGUF file (llama.cpp); serve `demo` with vLLM or SGLang.")
         return DemoModel(path=tiny_gguf(), served_name=model)
-    raise ModelNotFound(
-        f"The demo model {model!r} is not available in {fmt} format yet: run `servekit demo build` first."
-    )
+    if fmt == "hf" and name.quant != "F16":
+        raise ModelNotFound(f"{model!r} is a GGUF quantization for llama.cpp; vLLM and SGLang serve `demo` "
+                            "(the HF folder) and quantize it with their own `quantization=` option.")
+    art = artefacts()
+    if not (art.has_gguf() if fmt == "gguf" else art.has_hf()):
+        build(gguf=fmt == "gguf")
+    if fmt == "gguf":
+        loras = tuple((a, str(art.lora_gguf(a))) for a in name.adapters)
+        return DemoModel(path=art.gguf(name.quant), served_name=model, loras=loras)
+    return DemoModel(path=art.hf_dir, served_name=model, loras=tuple((a, str(art.lora_dir(a))) for a in name.adapters))
+

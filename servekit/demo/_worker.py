@@ -1,0 +1,344 @@
+"""Trains and exports the demo model. Runs in the demo build environment (torch, transformers, peft,
+sentencepiece), never in the notebook kernel: ``python _worker.py OUT_DIR [--seed N] ...``.
+
+Writes ``OUT_DIR/hf`` (Hugging Face folder), ``OUT_DIR/lora/<name>`` (PEFT folders) and
+``OUT_DIR/worker.json`` (timings, losses, accuracies measured with torch). Progress goes to stdout as
+lines ``@@ {json}``; everything else printed is for the log.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import math
+import os
+import random
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # everything is local; never wait on a hub
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import tasks
+
+IM_START, IM_END = "<|im_start|>", "<|im_end|>"
+# BOS comes from the template: vLLM's and SGLang's chat paths add no special tokens of their own.
+CHAT_TEMPLATE = (
+    "{{ bos_token }}{% for message in messages %}" + IM_START + "{{ message['role'] }}\n"
+    "{{ message['content'] }}" + IM_END + "\n{% endfor %}"
+    "{% if add_generation_prompt %}" + IM_START + "assistant\n{% endif %}"
+)
+MODEL_SHAPE = {"hidden_size": 256, "intermediate_size": 512, "num_hidden_layers": 2, "num_attention_heads": 4}
+VOCAB = 512
+# Share of each task in a batch. More addition than this delays the reversal skill (25/75: 51 % after 1500 steps).
+TASK_MIX = {"reverse": 0.35, "add": 0.65}
+
+
+def report(**fields: Any) -> None:
+    """One progress line for the parent process."""
+    print("@@ " + json.dumps(fields), flush=True)
+
+
+# -- tokenizer -----------------------------------------------------------------------------------
+def tokenizer_corpus(seed: int, per_behaviour: int = 3000) -> Iterator[str]:
+    """Prompts and answers of every task and adapter, as the tokenizer will see them."""
+    for behaviour in tasks.TASKS + tasks.ADAPTERS:
+        for i, example in enumerate(tasks.stream(behaviour, held_out=False, seed=seed)):
+            if i == per_behaviour:
+                break
+            yield f"user\n{example.prompt}"
+            yield example.answer
+    yield "assistant\n"
+
+
+def train_tokenizer(out_dir: Path, seed: int) -> Path:
+    """A sentencepiece BPE model: byte fallback, chat markers as user-defined symbols, one token per digit."""
+    import sentencepiece as spm
+
+    buffer = io.BytesIO()
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=tokenizer_corpus(seed), model_writer=buffer, model_type="bpe", vocab_size=VOCAB,
+        hard_vocab_limit=False, byte_fallback=True, split_digits=True, character_coverage=1.0,
+        user_defined_symbols=[IM_START, IM_END], normalization_rule_name="identity", remove_extra_whitespaces=False,
+        add_dummy_prefix=True, unk_id=0, bos_id=1, eos_id=2, pad_id=-1, num_threads=1, minloglevel=2,
+    )
+    path = out_dir / "tokenizer.model"
+    path.write_bytes(buffer.getvalue())
+    return path
+
+
+class ChatEncoder:
+    """Token ids exactly as llama.cpp builds them: BOS, markers, and each text piece with a space prefix."""
+
+    def __init__(self, sp_model: Path):
+        import sentencepiece as spm
+
+        self.sp = spm.SentencePieceProcessor(model_file=str(sp_model))
+        self.bos = self.sp.bos_id()
+        self.im_start = self.sp.piece_to_id(IM_START)
+        self.im_end = self.sp.piece_to_id(IM_END)
+        self.newline = self.sp.encode("\n")
+
+    def prompt(self, text: str) -> list[int]:
+        """The rendered chat template of one user turn, ending where the assistant's answer begins."""
+        user = self.sp.encode("user\n" + text)
+        assistant = self.sp.encode("assistant\n")
+        return [self.bos, self.im_start, *user, self.im_end, *self.newline, self.im_start, *assistant]
+
+    def answer(self, text: str) -> list[int]:
+        return [*self.sp.encode(text), self.im_end]
+
+    def decode(self, ids: Sequence[int]) -> str:
+        ids = list(ids)
+        if self.im_end in ids:
+            ids = ids[: ids.index(self.im_end)]
+        return self.sp.decode(ids)
+
+
+def save_hf_tokenizer(sp_model: Path, hf_dir: Path) -> Any:
+    """tokenizer.json + tokenizer.model + tokenizer_config.json that give llama.cpp's ids in any transformers.
+
+    llama.cpp's SPM tokenizer puts a space before every piece of text that follows a special token; the
+    tokenizer.json below does the same (a per-segment ``Prepend``), and the generic ``PreTrainedTokenizerFast``
+    class makes transformers 4 and 5 use that file as it is.
+    """
+    import shutil
+
+    from transformers import LlamaTokenizerFast, PreTrainedTokenizerFast
+
+    converted = LlamaTokenizerFast(vocab_file=str(sp_model), legacy=True, from_slow=True)  # vocab and merges
+    spec = json.loads(converted.backend_tokenizer.to_str())
+    spec["normalizer"] = {"type": "Sequence", "normalizers": [
+        {"type": "Prepend", "prepend": "\u2581"}, {"type": "Replace", "pattern": {"String": " "}, "content": "\u2581"}]}
+    spec["pre_tokenizer"] = None
+    spec["decoder"] = {"type": "Sequence", "decoders": [
+        {"type": "Replace", "pattern": {"String": "\u2581"}, "content": " "},
+        {"type": "ByteFallback"}, {"type": "Fuse"},
+        {"type": "Strip", "content": " ", "start": 1, "stop": 0}]}
+    specials = ["<unk>", "<s>", "</s>", IM_START, IM_END]
+    ids = {piece: converted.convert_tokens_to_ids(piece) for piece in specials}
+    spec["added_tokens"] = [
+        {"id": ids[p], "content": p, "single_word": False, "lstrip": False, "rstrip": False, "normalized": False,
+         "special": True} for p in specials
+    ]
+    (hf_dir / "tokenizer.json").write_text(json.dumps(spec, ensure_ascii=False, indent=1))
+    shutil.copy(sp_model, hf_dir / "tokenizer.model")  # llama.cpp's converter reads the SPM model
+    config = {
+        "tokenizer_class": "PreTrainedTokenizerFast",
+        "bos_token": "<s>", "eos_token": IM_END, "unk_token": "<unk>", "pad_token": "<unk>",
+        "add_bos_token": True, "add_eos_token": False, "clean_up_tokenization_spaces": False,
+        "model_max_length": 2048, "additional_special_tokens": [IM_START, IM_END],
+        "added_tokens_decoder": {str(ids[p]): {"content": p, "lstrip": False, "normalized": False, "rstrip": False,
+                                               "single_word": False, "special": True} for p in specials},
+        "chat_template": CHAT_TEMPLATE,
+    }
+    (hf_dir / "tokenizer_config.json").write_text(json.dumps(config, indent=1))
+    (hf_dir / "chat_template.jinja").write_text(CHAT_TEMPLATE)
+    return PreTrainedTokenizerFast.from_pretrained(str(hf_dir))
+
+
+def check_tokenizer(tok: Any, enc: ChatEncoder, seed: int) -> None:
+    """The HF tokenizer (vLLM, SGLang) must give the same ids as llama.cpp's rules; each word is one token."""
+    for behaviour in tasks.TASKS:
+        for example in tasks.held_out(behaviour, 20, seed=seed):
+            theirs = tok.apply_chat_template(example.messages(), add_generation_prompt=True, tokenize=True)
+            if hasattr(theirs, "keys"):  # newer transformers return a BatchEncoding
+                theirs = theirs["input_ids"]
+            ours = enc.prompt(example.prompt)
+            if list(theirs) != ours:
+                raise SystemExit(f"tokenizer mismatch for {example.prompt!r}:\n HF  {list(theirs)}\n ours {ours}")
+    for word in tasks.WORDS:
+        pieces = enc.sp.encode(word, out_type=str)
+        if len(pieces) != 1:
+            raise SystemExit(f"word {word!r} is not one token: {pieces}")
+
+
+# -- training ------------------------------------------------------------------------------------
+def collate(rows: list[tuple[list[int], list[int]]]) -> dict[str, Any]:
+    """Right-padded batch; the loss covers only the answer (and its end marker)."""
+    import torch
+
+    width = max(len(p) + len(a) for p, a in rows)
+    ids = torch.zeros((len(rows), width), dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    labels = torch.full_like(ids, -100)
+    for i, (prompt, answer) in enumerate(rows):
+        seq = prompt + answer
+        ids[i, : len(seq)] = torch.tensor(seq)
+        mask[i, : len(seq)] = 1
+        labels[i, len(prompt): len(seq)] = torch.tensor(answer)
+    return {"input_ids": ids, "attention_mask": mask, "labels": labels}
+
+
+def batches(enc: ChatEncoder, mix: dict[str, float], batch: int, seed: int) -> Iterator[dict[str, Any]]:
+    """Endless training batches drawn from the train side of the split, behaviours mixed by weight."""
+    rng = random.Random(seed)
+    streams = {name: tasks.stream(name, held_out=False, seed=seed) for name in mix}
+    names, weights = list(mix), list(mix.values())
+    while True:
+        rows = []
+        for name in rng.choices(names, weights, k=batch):
+            example = next(streams[name])
+            rows.append((enc.prompt(example.prompt), enc.answer(example.answer)))
+        yield collate(rows)
+
+
+def lr_at(step: int, steps: int, peak: float, warmup: int = 50) -> float:
+    """Linear warm-up, then cosine decay to a tenth of the peak."""
+    if step < warmup:
+        return peak * (step + 1) / warmup
+    progress = (step - warmup) / max(1, steps - warmup)
+    return peak * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def train(model: Any, data: Iterator[dict[str, Any]], steps: int, lr: float, stage: str,
+          probe: Any = None) -> list[float]:
+    """AdamW on ``steps`` batches; reports progress; returns the loss every 50 steps."""
+    import torch
+
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=lr, betas=(0.9, 0.98), weight_decay=0.01)
+    model.train()
+    losses: list[float] = []
+    running = 0.0
+    started = time.monotonic()
+    for step in range(steps):
+        for group in opt.param_groups:
+            group["lr"] = lr_at(step, steps, lr)
+        loss = model(**next(data)).loss
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        running = loss.item() if step == 0 else 0.95 * running + 0.05 * loss.item()
+        if step % 50 == 49 or step == steps - 1:
+            losses.append(round(running, 4))
+            report(stage=stage, step=step + 1, total=steps, loss=round(running, 4),
+                   seconds=round(time.monotonic() - started, 1))
+        if probe is not None and (step + 1) % probe[0] == 0:
+            model.eval()
+            report(stage=stage, step=step + 1, total=steps, probe=probe[1]())
+            model.train()
+    model.eval()
+    return losses
+
+
+def generate(model: Any, enc: ChatEncoder, prompts: list[str], max_new: int = 10) -> list[str]:
+    """Greedy answers (left-padded batch) — the torch-side accuracy check."""
+    import torch
+
+    encoded = [enc.prompt(p) for p in prompts]
+    width = max(map(len, encoded))
+    ids = torch.zeros((len(encoded), width), dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    for i, seq in enumerate(encoded):
+        ids[i, width - len(seq):] = torch.tensor(seq)
+        mask[i, width - len(seq):] = 1
+    with torch.no_grad():
+        out = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new, do_sample=False,
+                             eos_token_id=enc.im_end, pad_token_id=0)
+    return [enc.decode(row[width:].tolist()) for row in out]
+
+
+def accuracy(model: Any, enc: ChatEncoder, behaviour: str, n: int, seed: int) -> float:
+    examples = tasks.held_out(behaviour, n, seed=seed)
+    answers = generate(model, enc, [e.prompt for e in examples])
+    return sum(tasks.is_correct(behaviour, e.prompt, a) for e, a in zip(examples, answers)) / n
+
+
+# -- main ----------------------------------------------------------------------------------------
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("out", type=Path)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--steps", type=int, default=1500)
+    parser.add_argument("--lora-steps", type=int, default=200)
+    parser.add_argument("--lora-rank", type=int, default=8)
+    parser.add_argument("--eval-n", type=int, default=100)
+    parser.add_argument("--threads", type=int, default=0)
+    parser.add_argument("--probe-every", type=int, default=0, help="report held-out accuracy every N steps (tuning)")
+    args = parser.parse_args(argv)
+
+    import torch
+    from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    torch.manual_seed(args.seed)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    out: Path = args.out
+    hf_dir = out / "hf"
+    hf_dir.mkdir(parents=True, exist_ok=True)
+    summary: dict[str, Any] = {"seed": args.seed, "steps": args.steps, "seconds": {}, "accuracy": {},
+                               "adapter_share": {}}
+    clock = time.monotonic()
+
+    def lap(name: str) -> None:
+        nonlocal clock
+        now = time.monotonic()
+        summary["seconds"][name] = round(now - clock, 1)
+        clock = now
+
+    report(stage="tokenizer", message="training the tokenizer")
+    sp_model = train_tokenizer(out, args.seed)
+    enc = ChatEncoder(sp_model)
+    tok = save_hf_tokenizer(sp_model, hf_dir)
+    check_tokenizer(tok, enc, args.seed)
+    summary["vocab"] = enc.sp.get_piece_size()
+    lap("tokenizer")
+
+    config = LlamaConfig(
+        vocab_size=enc.sp.get_piece_size(), **MODEL_SHAPE, num_key_value_heads=MODEL_SHAPE["num_attention_heads"],
+        max_position_embeddings=2048, rms_norm_eps=1e-5, rope_theta=10000.0, tie_word_embeddings=False,
+        bos_token_id=enc.bos, eos_token_id=enc.im_end, pad_token_id=0, torch_dtype="float32",
+    )
+    model = LlamaForCausalLM(config)
+    summary["parameters"] = sum(p.numel() for p in model.parameters())
+    report(stage="train", step=0, total=args.steps, message=f"{summary['parameters'] / 1e6:.2f} M parameters")
+    probe = None
+    if args.probe_every:
+        probe = (args.probe_every, lambda: {b: accuracy(model, enc, b, 50, args.seed + 1) for b in tasks.TASKS})
+    summary["losses"] = train(model, batches(enc, TASK_MIX, 64, args.seed), args.steps, 2e-3, "train", probe)
+    lap("train")
+
+    model.generation_config = GenerationConfig(bos_token_id=enc.bos, eos_token_id=enc.im_end, pad_token_id=0)
+    model.save_pretrained(str(hf_dir), safe_serialization=True)
+    for behaviour in tasks.TASKS:
+        summary["accuracy"][behaviour] = accuracy(model, enc, behaviour, args.eval_n, args.seed + 1)
+    report(stage="eval", message=", ".join(f"{k} {v:.0%}" for k, v in summary["accuracy"].items()))
+    lap("export_eval")
+
+    for name in tasks.ADAPTERS:
+        summary["adapter_share"][name] = train_adapter(hf_dir, out / "lora" / name, enc, name, args)
+        lap(f"lora_{name}")
+    (out / "worker.json").write_text(json.dumps(summary, indent=1))
+
+
+def train_adapter(hf_dir: Path, lora_dir: Path, enc: ChatEncoder, name: str, args: argparse.Namespace) -> float:
+    """A PEFT LoRA on every projection of the base model; returns the share of held-out answers showing it."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import LlamaForCausalLM
+
+    torch.manual_seed(args.seed + 1 + tasks.ADAPTERS.index(name))
+    base = LlamaForCausalLM.from_pretrained(str(hf_dir))
+    config = LoraConfig(
+        r=args.lora_rank, lora_alpha=2 * args.lora_rank, lora_dropout=0.0, task_type="CAUSAL_LM",
+        target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+    )
+    model = get_peft_model(base, config)
+    report(stage=f"lora-{name}", step=0, total=args.lora_steps, message=f"training LoRA adapter {name!r}")
+    train(model, batches(enc, {name: 1.0}, 64, args.seed + 7), args.lora_steps, 2e-3, f"lora-{name}")
+    model.save_pretrained(str(lora_dir))
+    share = accuracy(model, enc, name, args.eval_n, args.seed + 1)
+    report(stage=f"lora-{name}", message=f"adapter {name!r}: {share:.0%} of held-out answers show it")
+    return share
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,363 @@
+"""Build the trained demo model: train (torch, in a private env), export HF + PEFT, convert to GGUF, quantize.
+
+Artefacts live in ``<cache>/demo/<BUILD_VERSION>/``; each stage is marked done by a JSON file written last,
+so an interrupted build resumes and a finished one costs nothing. The notebook kernel never imports torch:
+training runs in the servekit environment ``demo-build-<ENV_KEY>`` (``_worker.py``).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..envs import cpu_torch_requirements
+from ..errors import BuildError
+from ..paths import cache_dir
+from . import QUANT_TYPES, tasks
+
+Progress = Callable[[str], None]
+
+BUILD_VERSION = "trained-4"  # bump when anything that changes the artefacts changes
+ENV_KEY = "1"  # bump when the build environment's packages change
+TRAIN_STEPS = 1500
+LORA_STEPS = 200
+SEED = 0
+TORCH_VERSION = "2.13.0"
+BUILD_PACKAGES = (
+    # transformers as pinned by llama.cpp's converter requirements; sentencepiece 0.2 needs protobuf >= 5.26
+    "transformers==4.57.6", "sentencepiece>=0.2,<0.3", "protobuf>=5.26", "peft==0.17.1", "safetensors",
+    "numpy>=2.2.6,<2.3", "pyyaml", "tqdm", "requests",
+)
+
+
+# -- where things are ----------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Artefacts:
+    """The files of one build version."""
+
+    root: Path
+
+    hf_dir = property(lambda self: self.root / "hf", doc="Hugging Face folder (vLLM, SGLang, transformers).")
+    gguf_dir = property(lambda self: self.root / "gguf")
+    hf_marker = property(lambda self: self.root / "hf.json")
+    gguf_marker = property(lambda self: self.root / "gguf.json")
+    log_path = property(lambda self: self.root / "build.log")
+
+    def gguf(self, quant: str = "F16") -> Path:
+        """The model as GGUF: ``F16`` or one of :data:`QUANT_TYPES`."""
+        return self.gguf_dir / f"demo-{quant}.gguf"
+
+    def lora_dir(self, name: str) -> Path:
+        """The PEFT folder of adapter ``name`` (vLLM, SGLang)."""
+        return self.root / "lora" / name
+
+    def lora_gguf(self, name: str) -> Path:
+        """The GGUF LoRA of adapter ``name`` (llama-server); its stem is ``lora-NAME``."""
+        return self.gguf_dir / f"lora-{name}.gguf"
+
+    def has_hf(self) -> bool:
+        return self.hf_marker.is_file()
+
+    def has_gguf(self) -> bool:
+        return self.gguf_marker.is_file()
+
+
+def artefacts() -> Artefacts:
+    """The artefacts of the current build version (they may not be built yet)."""
+    return Artefacts(cache_dir() / "demo" / BUILD_VERSION)
+
+
+# -- the report ----------------------------------------------------------------------------------
+@dataclass
+class BuildReport:
+    """What a build made: files and sizes, seconds per stage, accuracies measured with torch."""
+
+    root: Path
+    seconds: dict[str, float] = field(default_factory=dict)
+    sizes: dict[str, int] = field(default_factory=dict)
+    accuracy: dict[str, float] = field(default_factory=dict)
+    adapter_share: dict[str, float] = field(default_factory=dict)
+    parameters: int = 0
+
+    def lines(self) -> list[str]:
+        """The report as text lines."""
+        out = [f"demo model {BUILD_VERSION} in {self.root} ({self.parameters / 1e6:.2f} M parameters)"]
+        if self.seconds:
+            out.append("seconds: " + ", ".join(f"{k} {v:.0f}" for k, v in self.seconds.items()))
+        if self.accuracy:
+            out.append("held-out accuracy (torch, F32): " + ", ".join(f"{k} {v:.0%}" for k, v in self.accuracy.items()))
+        if self.adapter_share:
+            shares = ", ".join(f"{k} {v:.0%}" for k, v in self.adapter_share.items())
+            out.append(f"answers showing the adapter: {shares}")
+        if self.accuracy.get("reverse", 1.0) < 0.9:
+            out.append("warning: the easy task is below 90 %; rebuild with servekit.demo.build(force=True).")
+        for name, size in self.sizes.items():
+            out.append(f"  {name:<28} {size / 1e6:7.2f} MB")
+        return out
+
+    def __str__(self) -> str:
+        return "\n".join(self.lines())
+
+
+def read_report(art: Artefacts | None = None) -> BuildReport | None:
+    """The report of a finished build (HF stage at least), or None."""
+    art = art or artefacts()
+    if not art.has_hf():
+        return None
+    hf = json.loads(art.hf_marker.read_text())
+    gguf = json.loads(art.gguf_marker.read_text()) if art.has_gguf() else {}
+    return BuildReport(
+        root=art.root, seconds={**hf.get("seconds", {}), **gguf.get("seconds", {})},
+        sizes={**hf.get("sizes", {}), **gguf.get("sizes", {})}, accuracy=hf.get("accuracy", {}),
+        adapter_share=hf.get("adapter_share", {}), parameters=hf.get("parameters", 0),
+    )
+
+
+# -- progress ------------------------------------------------------------------------------------
+class Display:
+    """Shows build progress: a tqdm bar per training stage when tqdm is installed, else a line every 10 %."""
+
+    def __init__(self, progress: Progress | None):
+        self.say: Progress = progress or (lambda line: print(line, flush=True))
+        self.custom = progress is not None
+        self._bar: Any = None
+        self._bar_stage = ""
+        self._last_tenth = -1
+
+    def message(self, line: str) -> None:
+        self.close_bar()
+        self.say(line)
+
+    def step(self, stage: str, step: int, total: int, loss: float | None) -> None:
+        if not self.custom and self._tqdm_bar(stage, total) is not None:
+            self._bar.n = step
+            if loss is not None:
+                self._bar.set_postfix(loss=f"{loss:.3f}", refresh=False)
+            self._bar.refresh()
+            return
+        tenth = step * 10 // max(total, 1)
+        if stage != self._bar_stage:
+            self._bar_stage, self._last_tenth = stage, -1
+        if tenth != self._last_tenth and step:
+            self._last_tenth = tenth
+            self.say(f"{stage}: step {step}/{total}" + (f", loss {loss:.3f}" if loss is not None else ""))
+
+    def _tqdm_bar(self, stage: str, total: int) -> Any:
+        if self._bar is not None and self._bar_stage == stage:
+            return self._bar
+        self.close_bar()
+        try:
+            from tqdm.auto import tqdm
+        except ImportError:
+            return None
+        self._bar = tqdm(total=total, desc=stage, unit="step", leave=True)
+        self._bar_stage = stage
+        return self._bar
+
+    def close_bar(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+
+
+# -- the build -----------------------------------------------------------------------------------
+def build(progress: Progress | None = None, force: bool = False, gguf: bool | None = None) -> BuildReport:
+    """Build the demo model (about 5 minutes on 2 cores, once per version) and return its report.
+
+    ``gguf``: also make the GGUF files (llama.cpp's converter and ``llama-quantize``). None: when llama.cpp
+    is installed (``servekit install llamacpp``); True: required; False: HF folder and PEFT adapters only.
+    """
+    display = Display(progress)
+    art = artefacts()
+    art.root.mkdir(parents=True, exist_ok=True)
+    with _build_lock(art, display):
+        if force:
+            for marker in (art.hf_marker, art.gguf_marker):
+                marker.unlink(missing_ok=True)
+        if not art.has_hf():
+            _build_hf(art, display)
+        want_gguf = gguf if gguf is not None else _llama_cpp_tools_available()
+        if want_gguf and not art.has_gguf():
+            _build_gguf(art, display)
+        elif gguf is None and not want_gguf and not art.has_gguf():
+            display.message("GGUF files skipped: llama.cpp is not installed "
+                            "(`servekit install llamacpp`, then build again).")
+    report = read_report(art)
+    assert report is not None
+    for line in report.lines():
+        display.message(line)
+    return report
+
+
+@contextmanager
+def _build_lock(art: Artefacts, display: Display) -> Iterator[None]:
+    """One builder at a time per version (two notebooks, a test session and the CLI may race)."""
+    lock_path = art.root.parent / f"{BUILD_VERSION}.lock"
+    with open(lock_path, "w") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            display.message("another process is building the demo model; waiting for it …")
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            display.close_bar()
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def build_env_steps(progress: Progress | None = None) -> list[list[str]]:
+    """pip steps of the build environment: the CPU torch first, then the training packages."""
+    return [["install", "--no-compile", *cpu_torch_requirements(TORCH_VERSION, progress)],
+            ["install", "--no-compile", *BUILD_PACKAGES]]
+
+
+def build_python(display: Display | None = None) -> Path:
+    """The build environment's interpreter, created on first use (torch, transformers, peft, sentencepiece)."""
+    from ..envs import create_env, env_python
+
+    name = f"demo-build-{ENV_KEY}"
+    found = env_python(name)
+    if found:
+        return found
+    say = display.message if display else None
+    if say:
+        say(f"creating the build environment {name} (torch CPU, transformers, peft; once) …")
+    return create_env(name, build_env_steps(say), progress=say)
+
+
+def _build_hf(art: Artefacts, display: Display) -> None:
+    started = time.monotonic()
+    python = build_python(display)
+    env_seconds = time.monotonic() - started
+    staging = art.root / ".hf-partial"
+    for stale in (staging, art.hf_dir, art.root / "lora"):
+        shutil.rmtree(stale, ignore_errors=True)
+    display.message(f"training the demo model ({TRAIN_STEPS} steps) and {len(tasks.ADAPTERS)} LoRA adapters …")
+    cmd = [str(python), str(Path(__file__).with_name("_worker.py")), str(staging), "--seed", str(SEED),
+           "--steps", str(TRAIN_STEPS), "--lora-steps", str(LORA_STEPS)]
+    if os.environ.get("SERVEKIT_DEMO_THREADS"):
+        cmd += ["--threads", os.environ["SERVEKIT_DEMO_THREADS"]]
+    _run_worker(cmd, art.log_path, display)
+    summary = json.loads((staging / "worker.json").read_text())
+    staging.joinpath("hf").rename(art.hf_dir)
+    staging.joinpath("lora").rename(art.root / "lora")
+    shutil.rmtree(staging)
+    for name in tasks.ADAPTERS:  # point each adapter at its base model where it now lives
+        config_path = art.lora_dir(name) / "adapter_config.json"
+        config = json.loads(config_path.read_text())
+        config["base_model_name_or_path"] = str(art.hf_dir)
+        config_path.write_text(json.dumps(config, indent=2))
+    summary["seconds"] = {"environment": round(env_seconds, 1), **summary["seconds"]}
+    summary["sizes"] = {"hf/model.safetensors": (art.hf_dir / "model.safetensors").stat().st_size}
+    summary["sizes"].update({f"lora/{n}": _folder_size(art.lora_dir(n)) for n in tasks.ADAPTERS})
+    art.hf_marker.write_text(json.dumps(summary, indent=1))
+
+
+def _run_worker(cmd: list[str], log_path: Path, display: Display) -> None:
+    """Run the training worker, turning its ``@@`` lines into progress and the rest into the log."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    # Spinning OpenMP threads collapse when the cores are shared (measured: 2 threads 1.46 s/step vs 0.19 s passive).
+    env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    tail: list[str] = []
+    with open(log_path, "a", encoding="utf-8", buffering=1) as log:  # line-buffered: `tail -f` shows progress
+        log.write(f"\n$ {' '.join(cmd)}\n")
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, bufsize=1)
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            log.write(line)
+            if line.startswith("@@ "):
+                _show(json.loads(line[3:]), display)
+            else:
+                tail = (tail + [line.rstrip()])[-30:]
+        code = proc.wait()
+    if code != 0:
+        raise BuildError(f"Training the demo model failed (exit code {code}):\n" + "\n".join(tail)
+                         + f"\nFull log: {log_path}")
+
+
+def _show(event: dict[str, Any], display: Display) -> None:
+    if "total" in event and "step" in event and event["step"]:
+        display.step(event["stage"], event["step"], event["total"], event.get("loss"))
+    if "message" in event:
+        display.message(f"{event['stage']}: {event['message']}")
+
+
+def _folder_size(folder: Path) -> int:
+    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+
+
+# -- GGUF ----------------------------------------------------------------------------------------
+def _llama_cpp_tools_available() -> bool:
+    from ..engines import llamacpp
+
+    try:
+        llamacpp.llama_quantize_binary()
+        llamacpp.llama_cpp_source_dir()
+    except BuildError:
+        return False
+    return True
+
+
+def _build_gguf(art: Artefacts, display: Display) -> None:
+    from ..engines import llamacpp
+    from ..envs import run_logged
+
+    try:
+        quantize = llamacpp.llama_quantize_binary()
+        source = llamacpp.llama_cpp_source_dir()
+    except BuildError as exc:
+        raise BuildError(f"The GGUF files need llama.cpp's converter and llama-quantize: {exc}") from exc
+    python = build_python(display)
+    staging = art.root / ".gguf-partial"
+    shutil.rmtree(staging, ignore_errors=True)
+    shutil.rmtree(art.gguf_dir, ignore_errors=True)
+    staging.mkdir()
+    seconds: dict[str, float] = {}
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    env.pop("NO_LOCAL_GGUF", None)  # the converter must use its own gguf-py, not whatever is installed
+
+    started = time.monotonic()
+    display.message("converting to GGUF F16 with llama.cpp's convert_hf_to_gguf.py …")
+    f16 = staging / "demo-F16.gguf"
+    run_logged([str(python), str(source / "convert_hf_to_gguf.py"), str(art.hf_dir), "--outfile", str(f16),
+                "--outtype", "f16"], art.log_path, None, env=env)
+    seconds["convert"] = round(time.monotonic() - started, 1)
+
+    started = time.monotonic()
+    display.message(f"converting {len(tasks.ADAPTERS)} LoRA adapters with convert_lora_to_gguf.py …")
+    for name in tasks.ADAPTERS:
+        run_logged([str(python), str(source / "convert_lora_to_gguf.py"), str(art.lora_dir(name)), "--base",
+                    str(art.hf_dir), "--outfile", str(staging / f"lora-{name}.gguf"), "--outtype", "f16"],
+                   art.log_path, None, env=env)
+    seconds["convert_lora"] = round(time.monotonic() - started, 1)
+
+    started = time.monotonic()
+    display.message(f"quantizing with llama-quantize: {', '.join(QUANT_TYPES)} …")
+    for quant in QUANT_TYPES:
+        run_logged([str(quantize), str(f16), str(staging / f"demo-{quant}.gguf"), quant], art.log_path, None)
+    seconds["quantize"] = round(time.monotonic() - started, 1)
+
+    staging.rename(art.gguf_dir)
+    sizes = {f"gguf/{p.name}": p.stat().st_size for p in sorted(art.gguf_dir.glob("*.gguf"))}
+    art.gguf_marker.write_text(json.dumps({"seconds": seconds, "sizes": sizes}, indent=1))
+
+
+def main() -> int:
+    """``python -m servekit.demo.builder``: build and print the report."""
+    build()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,264 @@
+"""Score a running server on the demo tasks through its OpenAI API, and tabulate quantization's cost.
+
+Accuracy is exact-match on held-out prompts. Confidence is the mean gap, in nats, between the log-probs of
+the best and the second-best token at each answer position (from the server's ``top_logprobs``): a
+quantized model can keep its answers while growing less sure of them, and this shows it.
+"""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from . import tasks
+
+if TYPE_CHECKING:
+    from ..server import Server
+
+MAX_TOKENS = 16
+
+
+@dataclass
+class Answer:
+    """One prompt, the server's answer, and the per-token top-1/top-2 log-prob gaps."""
+
+    prompt: str
+    expected: str
+    output: str
+    margins: list[float] = field(default_factory=list)
+    logprobs: list[float] = field(default_factory=list)
+
+
+@dataclass
+class TaskScore:
+    """Scores of one task: accuracy, confidence, and how often each adapter's behaviour shows."""
+
+    task: str
+    answers: list[Answer]
+
+    @property
+    def n(self) -> int:
+        return len(self.answers)
+
+    @property
+    def accuracy(self) -> float:
+        """Share of exactly right answers."""
+        return sum(tasks.is_correct(self.task, a.prompt, a.output) for a in self.answers) / max(self.n, 1)
+
+    def share(self, behaviour: str) -> float:
+        """Share of answers that show ``behaviour`` (a task or an adapter: ``opposite``, ``next``)."""
+        if tasks.task_of(behaviour) != self.task:
+            raise ValueError(f"{behaviour!r} answers {tasks.task_of(behaviour)!r} prompts, not {self.task!r} ones")
+        return sum(tasks.is_correct(behaviour, a.prompt, a.output) for a in self.answers) / max(self.n, 1)
+
+    @property
+    def margin(self) -> float | None:
+        """Mean top-1 minus top-2 log-prob over all answer tokens (nats); None without log-probs."""
+        gaps = [g for a in self.answers for g in a.margins]
+        return sum(gaps) / len(gaps) if gaps else None
+
+    @property
+    def mean_logprob(self) -> float | None:
+        """Mean log-prob of the chosen tokens (nats; 0 is certain)."""
+        values = [v for a in self.answers for v in a.logprobs]
+        return sum(values) / len(values) if values else None
+
+    def failures(self, k: int = 5) -> list[Answer]:
+        """A few wrong answers, to look at."""
+        return [a for a in self.answers if not tasks.is_correct(self.task, a.prompt, a.output)][:k]
+
+
+@dataclass
+class EvalResult:
+    """What :func:`evaluate` measured. ``accuracy`` is the mean over the tasks scored."""
+
+    model: str
+    adapter: str | None
+    scores: dict[str, TaskScore]
+
+    @property
+    def accuracy(self) -> float:
+        return sum(s.accuracy for s in self.scores.values()) / len(self.scores)
+
+    @property
+    def adapter_share(self) -> float | None:
+        """Share of answers showing the applied adapter's behaviour (None when no adapter was applied)."""
+        return self.share(self.adapter) if self.adapter else None
+
+    def share(self, behaviour: str) -> float:
+        """Share of answers showing an adapter's behaviour, applied or not."""
+        return self.scores[tasks.task_of(behaviour)].share(behaviour)
+
+    @property
+    def margin(self) -> float | None:
+        margins = [s.margin for s in self.scores.values() if s.margin is not None]
+        return sum(margins) / len(margins) if margins else None
+
+    def __getitem__(self, task: str) -> TaskScore:
+        return self.scores[task]
+
+    def __str__(self) -> str:
+        parts = [f"{t} {s.accuracy:.0%}" for t, s in self.scores.items()]
+        if self.adapter:
+            parts.append(f"adapter {self.adapter!r} shows in {self.adapter_share:.0%}")
+        if self.margin is not None:
+            parts.append(f"confidence margin {self.margin:.2f}")
+        return f"{self.model}: " + ", ".join(parts)
+
+    def _repr_html_(self) -> str:
+        return f"<code>{html.escape(str(self))}</code>"
+
+
+def evaluate(
+    server: Server,
+    n: int = 100,
+    adapter: str | None = None,
+    task: str | Sequence[str] | None = None,
+    seed: int = 1234,
+    logprobs: bool = True,
+    concurrency: int = 4,
+) -> EvalResult:
+    """Send ``n`` held-out prompts per task through ``server``'s chat API and score the answers.
+
+    ``adapter``: apply this LoRA adapter (``opposite`` or ``next``) to every request; the result's
+    ``adapter_share`` is then the share of answers showing its behaviour. ``task``: ``reverse``, ``add``
+    or both (default: both, or ``reverse`` with an adapter).
+    """
+    if adapter is not None and adapter not in tasks.ADAPTERS:
+        raise ValueError(f"unknown adapter {adapter!r}; the demo adapters are {', '.join(tasks.ADAPTERS)}")
+    names = _task_list(task, adapter)
+    options = request_options(server, adapter)
+    client = server.client(max_retries=2, timeout=120)
+
+    def ask(example: tasks.Example) -> Answer:
+        return _ask(client, options, example, logprobs)
+
+    scores: dict[str, TaskScore] = {}
+    with client, ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool:  # closing frees the server's connections
+        for name in names:
+            scores[name] = TaskScore(name, list(pool.map(ask, tasks.held_out(name, n, seed=seed))))
+    return EvalResult(model=str(options["model"]), adapter=adapter, scores=scores)
+
+
+def _task_list(task: str | Sequence[str] | None, adapter: str | None) -> list[str]:
+    if task is None:
+        return [tasks.ADAPTER_TASK] if adapter else list(tasks.TASKS)
+    names = [task] if isinstance(task, str) else list(task)
+    for name in names:
+        if name not in tasks.TASKS:
+            raise ValueError(f"unknown task {name!r}; the demo tasks are {', '.join(tasks.TASKS)}")
+    return names
+
+
+def request_options(server: Server, adapter: str | None) -> dict[str, Any]:
+    """``model`` and ``extra_body`` that make a request use ``adapter`` (None: the base model)."""
+    try:
+        return server.lora_request_options(adapter)
+    except ValueError as exc:
+        raise ValueError(f"{exc}; serve demo+lora-{adapter} or demo+loras to load the demo adapters") from None
+
+
+def _ask(client: Any, options: dict[str, Any], example: tasks.Example, logprobs: bool) -> Answer:
+    extra: dict[str, Any] = {"top_logprobs": 2} if logprobs else {}
+    reply = client.chat.completions.create(
+        model=options["model"], messages=example.messages(), max_tokens=MAX_TOKENS, temperature=0.0,
+        logprobs=logprobs or None, extra_body=options.get("extra_body") or None, **extra,
+    )
+    choice = reply.choices[0]
+    answer = Answer(example.prompt, example.answer, choice.message.content or "")
+    content = getattr(choice.logprobs, "content", None) or []
+    for token in content:
+        top = sorted((t.logprob for t in (token.top_logprobs or [])), reverse=True)
+        if len(top) >= 2:
+            answer.margins.append(top[0] - top[1])
+        answer.logprobs.append(token.logprob)
+    return answer
+
+
+# -- the quantization table ----------------------------------------------------------------------
+@dataclass
+class QuantRow:
+    """One quantization type: file size, accuracy per task, confidence."""
+
+    quant: str
+    size_mb: float
+    accuracy: dict[str, float]
+    margin: dict[str, float | None]
+    result: EvalResult
+    changed: dict[str, float | None] = field(default_factory=dict)  # share of answers unlike the first row's
+
+
+@dataclass
+class QuantTable:
+    """Accuracy and confidence per quantization type (a notebook shows it as a table)."""
+
+    rows: list[QuantRow]
+
+    def row(self, quant: str) -> QuantRow:
+        return next(r for r in self.rows if r.quant == quant)
+
+    def _columns(self) -> tuple[list[str], list[list[str]]]:
+        task_names = list(self.rows[0].accuracy) if self.rows else []
+        head = (["quant", "MB"] + [f"{t} acc" for t in task_names] + [f"{t} margin" for t in task_names]
+                + [f"{t} changed" for t in task_names])
+        body = [
+            [r.quant, f"{r.size_mb:.2f}"] + [f"{r.accuracy[t]:.1%}" for t in task_names]
+            + [_fmt(r.margin.get(t), "{:.2f}") for t in task_names]
+            + [_fmt(r.changed.get(t), "{:.1%}") for t in task_names]
+            for r in self.rows
+        ]
+        return head, body
+
+    def __str__(self) -> str:
+        head, body = self._columns()
+        widths = [max(len(x) for x in col) for col in zip(head, *body)]
+        return "\n".join("  ".join(c.rjust(w) for c, w in zip(line, widths)) for line in [head, *body])
+
+    def _repr_html_(self) -> str:
+        head, body = self._columns()
+        cells = "".join(f"<th>{html.escape(h)}</th>" for h in head)
+        rows = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in line) + "</tr>" for line in body)
+        note = ("<p>margin: mean gap between the best and second-best token's log-prob (nats) — lower means "
+                f"less sure. changed: share of answers that differ from {html.escape(self.rows[0].quant)}'s.</p>"
+                if self.rows else "")
+        return f"<table><thead><tr>{cells}</tr></thead><tbody>{rows}</tbody></table>{note}"
+
+
+def quant_table(
+    quants: Iterable[str] | None = None,
+    n: int = 100,
+    task: str | Sequence[str] | None = None,
+    engine: str = "llamacpp",
+    progress: Callable[[str], None] | None = print,
+    **serve_options: Any,
+) -> QuantTable:
+    """Serve ``demo`` (F16) and each ``demo:QUANT`` in turn and evaluate it: the cost of each bit width."""
+    from ..server import serve
+    from . import QUANT_TYPES, resolve_model
+
+    rows: list[QuantRow] = []
+    for quant in ["F16", *QUANT_TYPES] if quants is None else list(quants):
+        name = "demo" if quant == "F16" else f"demo:{quant}"
+        found = resolve_model(name, "gguf")
+        size = found.path.stat().st_size / 1e6 if found is not None else 0.0
+        with serve(engine, name, **{"parallel": 4, **serve_options}) as server:
+            result = evaluate(server, n=n, task=task)
+        changed = {t: _changed(rows[0].result[t], score) for t, score in result.scores.items()} if rows else {}
+        rows.append(QuantRow(quant, size, {t: s.accuracy for t, s in result.scores.items()},
+                             {t: s.margin for t, s in result.scores.items()}, result, changed))
+        if progress:
+            progress(f"{quant:>7}: {result}")
+    return QuantTable(rows)
+
+
+def _changed(reference: TaskScore, score: TaskScore) -> float:
+    """Share of prompts whose answer differs from the reference run's answer to the same prompt."""
+    theirs = {a.prompt: tasks.normalise(a.output) for a in reference.answers}
+    return sum(tasks.normalise(a.output) != theirs.get(a.prompt) for a in score.answers) / max(score.n, 1)
+
+
+def _fmt(value: float | None, pattern: str) -> str:
+    return "-" if value is None else pattern.format(value)
