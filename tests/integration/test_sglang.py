@@ -92,7 +92,7 @@ def parsed(engine, model) -> dict[str, tuple[bool, str]]:
     lines = {name: engine.server_args(spec(**opts)) + ["--device", "cpu"] for name, (opts, _) in VARIANTS.items()}
     lines["CPU mode, as servekit runs it"] = engine.command(engine.resolve(spec(cpu=True)))[3:]
     lines.update({name: engine.server_args(spec()) + ["--device", "cpu", *extra] for name, extra in BROKEN.items()})
-    results = sg.check_many(list(lines.values()), sg.sglang_python())
+    results = sg.check_many(list(lines.values()), engine.python())
     return dict(zip(lines, results, strict=True))
 
 

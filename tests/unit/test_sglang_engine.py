@@ -12,6 +12,7 @@ import pytest
 
 from servekit.engines import LaunchContext, Request, get_engine
 from servekit.engines import sglang as sg
+from servekit.engines._pyenv import has_gpu_device
 from servekit.errors import EngineNotInstalled, InvalidSpec, ModelNotFound
 from servekit.spec import ServeSpec
 
@@ -82,7 +83,7 @@ def test_cpu_mode_adds_device_and_kv_budget(engine, hf_dir):
 
 def test_auto_cpu_mode_follows_the_gpu_device(engine, hf_dir):
     spec = engine.resolve(ServeSpec.build("sglang", str(hf_dir)))
-    assert spec.cpu is (not sg.has_gpu_device())
+    assert spec.cpu is (not has_gpu_device())
 
 
 @pytest.mark.parametrize(

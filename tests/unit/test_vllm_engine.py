@@ -11,6 +11,7 @@ import pytest
 
 from servekit.engines import LaunchContext, Request, get_engine
 from servekit.engines import vllm as vl
+from servekit.engines._pyenv import package_version
 from servekit.errors import EngineNotInstalled, InvalidSpec, ModelNotFound
 from servekit.spec import ServeSpec
 
@@ -232,7 +233,7 @@ def test_missing_install_raises_before_anything_starts(monkeypatch, tmp_path):
 
     monkeypatch.delenv("SERVEKIT_VLLM_PYTHON", raising=False)
     monkeypatch.setenv("SERVEKIT_CACHE_DIR", str(tmp_path / "cache"))
-    if vl.find_python() is not None:
+    if get_engine("vllm").find_python() is not None:
         pytest.skip("vllm is importable in this interpreter")
     engine = get_engine("vllm")
     availability = engine.available()
@@ -249,7 +250,7 @@ def test_override_python_without_vllm_is_not_available(monkeypatch):
     monkeypatch.setenv("SERVEKIT_VLLM_PYTHON", sys.executable)
     if subprocess.run([sys.executable, "-c", "import vllm"], capture_output=True, check=False).returncode == 0:
         pytest.skip("this interpreter has vllm")
-    vl._version_of.cache_clear()
+    package_version.cache_clear()
     availability = get_engine("vllm").available()
     assert not availability and "has no vllm" in availability.detail
 
