@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: demo test unit venv engines clean
+.PHONY: demo test unit venv engines engine-llamacpp engine-vllm engine-sglang demo-hf clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,9 +18,18 @@ demo: venv
 	$(BIN)/servekit install llamacpp
 	$(BIN)/servekit demo
 
-# The engines the integration tests start for real.
+# Everything the integration tests start for real, installed once into the user cache: llama-server
+# (compiled), vLLM and SGLang for the CPU (their own environments), and the trained demo model.
+# The pip installs and the demo model's training run while llama-server compiles; its GGUF files follow.
 engines: venv
-	$(BIN)/servekit install llamacpp
+	$(MAKE) -j4 --output-sync=line --no-print-directory engine-llamacpp engine-vllm engine-sglang demo-hf
+	$(BIN)/servekit demo build
+
+engine-llamacpp engine-vllm engine-sglang: venv
+	$(BIN)/servekit install $(patsubst engine-%,%,$@)$(if $(filter-out engine-llamacpp,$@),-cpu)
+
+demo-hf: venv
+	$(BIN)/servekit demo build --hf-only
 
 test: engines
 	$(BIN)/python -m pytest -v -ra tests notebooks --nbval-lax

@@ -190,13 +190,13 @@ class Server:
         ``client.chat.completions.create(messages=..., **server.lora_request_options("next"))``
         """
         try:
-            loras = self.loras()
+            loras: list[LoraInfo] | None = self.loras()
         except (EngineRequestError, NotImplementedError):
-            loras = []
-        if adapter is not None and loras and adapter not in {info.name for info in loras}:
-            have = ", ".join(sorted(info.name for info in loras))
+            loras = None  # the engine cannot list its adapters: the request will tell
+        if adapter is not None and loras is not None and adapter not in {info.name for info in loras}:
+            have = ", ".join(sorted(info.name for info in loras)) or "none"
             raise ValueError(f"the server has no adapter {adapter!r} (it has: {have})")
-        return self.engine.lora_request_options(self.model, adapter, loras)
+        return self.engine.lora_request_options(self.model, adapter, loras or [])
 
     # -- stop ---------------------------------------------------------------------------------
     def stop(self, timeout: float = 15.0) -> None:

@@ -22,6 +22,16 @@ def llama_server_ready() -> None:
     assert engine.available(), "llama-server could not be installed"
 
 
+@pytest.fixture(scope="session")
+def ipython():
+    """IPython's test shell, with ``%load_ext servekit`` done (IPython starts it once per process)."""
+    from IPython.testing.globalipapp import start_ipython
+
+    shell = start_ipython()
+    shell.run_line_magic("load_ext", "servekit")
+    return shell
+
+
 @pytest.fixture(autouse=True)
 def _no_server_outlives_a_test():
     """Every test must stop what it started; fail loudly (and clean up) if one does not."""

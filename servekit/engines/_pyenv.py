@@ -12,7 +12,7 @@ import importlib.util
 import os
 import subprocess
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -192,11 +192,6 @@ def check_hf_model(model: str, engine: str) -> str:
     if not (path / "config.json").is_file():
         raise ModelNotFound(f"{model} has no config.json: {engine} loads a Hugging Face model folder.")
     return str(path.resolve())
-
-
-def has_flag(args: Sequence[str], flag: str) -> bool:
-    """True when ``flag`` is among ``args`` (``--flag value`` or ``--flag=value``)."""
-    return any(a == flag or a.startswith(flag + "=") for a in args)
 
 
 def last_lines(text: str, n: int = 5) -> str:

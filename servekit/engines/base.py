@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
@@ -183,6 +183,11 @@ class EngineBase:
 
     def available(self) -> Availability:  # pragma: no cover - every engine overrides it
         raise NotImplementedError
+
+
+def has_flag(args: Sequence[str], flag: str) -> bool:
+    """True when ``flag`` is among ``args`` (``--flag value`` or ``--flag=value``)."""
+    return any(a == flag or a.startswith(flag + "=") for a in args)
 
 
 def send(http: httpx.Client, request: Request) -> Any:

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 from ..errors import BuildError, EngineRequestError, InvalidSpec, ModelNotFound
 from ..paths import cache_dir
 from ..spec import ServeSpec
-from .base import Availability, EngineBase, LaunchContext, LoraInfo, Progress
+from .base import Availability, EngineBase, LaunchContext, LoraInfo, Progress, has_flag
 
 if TYPE_CHECKING:
     import httpx
@@ -165,11 +165,11 @@ class LlamaCppEngine(EngineBase):
             # Adapters start switched off (scale 0; --lora-init-without-apply is ignored); a request
             # that names one switches it on, and load_lora() switches it on for everyone.
             cmd += ["--lora-scaled", ",".join(f"{path}:0" for _, path in spec.loras)]
-            if not _has_flag(spec.extra_args, "--cache-ram"):
+            if not has_flag(spec.extra_args, "--cache-ram"):
                 # the RAM prompt cache restores states computed under other adapter scales (answers then
                 # mix adapters: measured 52-60 % instead of 100 %), so it is off while adapters are loaded
                 cmd += ["--cache-ram", "0"]
-            if not _has_flag(spec.extra_args, "--slot-save-path"):
+            if not has_flag(spec.extra_args, "--slot-save-path"):
                 # slot actions (erase, used when adapter scales change) need it; "." is the server's run dir
                 cmd += ["--slot-save-path", "."]
         if spec.tensor_parallel and spec.tensor_parallel > 1:
@@ -234,17 +234,6 @@ class LlamaCppEngine(EngineBase):
         _check(response, "POST /lora-adapters")
         _erase_slots(http)
 
-
-def _erase_slots(http: httpx.Client) -> None:
-    """Drop every idle slot's cached prompt: it was computed under the old adapter scales."""
-    slots = http.get("/slots")
-    if slots.status_code != 200:
-        return
-    for slot in slots.json():
-        if not slot.get("is_processing"):
-            _check(http.post(f"/slots/{slot['id']}", params={"action": "erase"}), "POST /slots?action=erase")
-
-
     def lora_request_options(self, served_model: str, adapter: str | None, loras: list[LoraInfo]) -> dict[str, Any]:
         """A per-request ``lora`` list of scales: explicit even for the base model, because a changed
         list is what makes llama-server drop a prompt cache computed under other scales."""
@@ -256,8 +245,14 @@ def _erase_slots(http: httpx.Client) -> None:
         return {"model": served_model, "extra_body": {"lora": scales}}
 
 
-def _has_flag(args: tuple[str, ...], flag: str) -> bool:
-    return any(a == flag or a.startswith(flag + "=") for a in args)
+def _erase_slots(http: httpx.Client) -> None:
+    """Drop every idle slot's cached prompt: it was computed under the old adapter scales."""
+    slots = http.get("/slots")
+    if slots.status_code != 200:
+        return
+    for slot in slots.json():
+        if not slot.get("is_processing"):
+            _check(http.post(f"/slots/{slot['id']}", params={"action": "erase"}), "POST /slots?action=erase")
 
 
 def _check(response: Any, what: str) -> None:

@@ -27,8 +27,8 @@ from typing import Any
 from ..envs import cpu_torch_requirements
 from ..errors import EngineNotInstalled, InvalidSpec
 from ..spec import ServeSpec
-from ._pyenv import PythonEnvEngine, check_hf_model, demo_hf_model, has_flag, last_lines, settings_report
-from .base import LaunchContext, Progress, Request
+from ._pyenv import PythonEnvEngine, check_hf_model, demo_hf_model, last_lines, settings_report
+from .base import LaunchContext, Progress, Request, has_flag
 
 log = logging.getLogger(__name__)
 

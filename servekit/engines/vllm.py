@@ -35,11 +35,10 @@ from ._pyenv import (
     PythonEnvEngine,
     check_hf_model,
     demo_hf_model,
-    has_flag,
     last_lines,
     settings_report,
 )
-from .base import LaunchContext, Progress, Request
+from .base import LaunchContext, Progress, Request, has_flag
 
 log = logging.getLogger(__name__)
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-from IPython.testing.globalipapp import start_ipython
 from IPython.utils.capture import capture_output
 
 import servekit
@@ -11,11 +10,9 @@ import servekit
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("llama_server_ready")]
 
 
-@pytest.fixture(scope="module")
-def ip():
-    shell = start_ipython()
-    shell.run_line_magic("load_ext", "servekit")
-    return shell
+@pytest.fixture()
+def ip(ipython):
+    return ipython
 
 
 def test_serve_chat_servers_stop(ip):

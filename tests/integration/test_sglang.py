@@ -228,12 +228,10 @@ def _alive(proc: psutil.Process) -> bool:
         return False
 
 
-def test_serve_magic(engine, model):
-    from IPython.testing.globalipapp import start_ipython
+def test_serve_magic(engine, model, ipython):
     from IPython.utils.capture import capture_output
 
-    ip = start_ipython()
-    ip.run_line_magic("load_ext", "servekit")
+    ip = ipython
     with capture_output() as started:
         server = ip.run_line_magic("serve", f"sglang {model} --name sgnb --timeout 600")
     assert "sgnb is ready at http://127.0.0.1:" in started.stdout

@@ -225,12 +225,10 @@ def test_validate_uses_vllms_parser(engine, model):
 
 
 # -- %serve vllm demo in IPython ----------------------------------------------------------------
-def test_magic_serve_vllm(engine, model):
-    from IPython.testing.globalipapp import start_ipython
+def test_magic_serve_vllm(engine, model, ipython):
     from IPython.utils.capture import capture_output
 
-    ip = start_ipython()
-    ip.run_line_magic("load_ext", "servekit")
+    ip = ipython
     with capture_output() as started:
         # --enforce-eager: no torch.compile warm-up (~40 s less on 2 cores); it also checks the `--` pass-through
         srv = ip.run_line_magic("serve", "vllm demo --name vllm-magic --ctx 256 "

@@ -92,3 +92,15 @@ def test_engine_registry_aliases():
 
     with pytest.raises(UnknownEngine, match="vllm"):
         get_engine("tgi")
+
+
+def test_requests_name_adapter_scales_explicitly(engine):
+    from servekit.engines import LoraInfo
+
+    loras = [LoraInfo("next", "/a/lora-next.gguf", 0.0, {"id": 0}), LoraInfo("opposite", "/a/lora-opposite.gguf", 1.0,
+                                                                            {"id": 1})]
+    applied = engine.lora_request_options("demo", "next", loras)
+    assert applied == {"model": "demo", "extra_body": {"lora": [{"id": 0, "scale": 1.0}, {"id": 1, "scale": 0.0}]}}
+    as_now = engine.lora_request_options("demo", None, loras)  # the server's scales, spelt out
+    assert as_now["extra_body"]["lora"] == [{"id": 0, "scale": 0.0}, {"id": 1, "scale": 1.0}]
+    assert engine.lora_request_options("demo", None, []) == {"model": "demo", "extra_body": {}}
