@@ -22,7 +22,7 @@ demo: venv
 # (compiled), vLLM and SGLang for the CPU (their own environments), and the trained demo model.
 # The pip installs and the demo model's training run while llama-server compiles; its GGUF files follow.
 engines: venv
-	$(MAKE) -j4 --output-sync=line --no-print-directory engine-llamacpp engine-vllm engine-sglang demo-hf
+	$(MAKE) -j4 --no-print-directory engine-llamacpp engine-vllm engine-sglang demo-hf
 	$(BIN)/servekit demo build
 
 engine-llamacpp engine-vllm engine-sglang: venv

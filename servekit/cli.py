@@ -7,7 +7,7 @@ import json
 import signal
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from .errors import ServekitError
@@ -15,6 +15,11 @@ from .errors import ServekitError
 
 def _progress(line: str) -> None:
     print(f"  · {line}", flush=True)
+
+
+def _labelled_progress(label: str) -> Callable[[str], None]:
+    """Progress lines that say whose they are (``make`` runs several installs side by side)."""
+    return lambda line: print(f"  {label} · {line}", flush=True)
 
 
 def _add_spec_options(parser: argparse.ArgumentParser) -> None:
@@ -178,7 +183,7 @@ def cmd_install(args: argparse.Namespace) -> int:
     engine = get_engine(engine_name)
     print(f"Installing {engine.display_name}{f' ({variant})' if variant else ''} …", flush=True)
     started = time.monotonic()
-    where = engine.install(progress=_progress, force=args.force, variant=variant or None)
+    where = engine.install(progress=_labelled_progress(args.target), force=args.force, variant=variant or None)
     print(f"{engine.display_name} ready in {time.monotonic() - started:.0f} s: {where}")
     return 0
 
@@ -204,7 +209,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     if args.action == "build":
         from . import demo
 
-        demo.build(progress=_progress, force=args.force, gguf=False if args.hf_only else None)
+        demo.build(progress=_labelled_progress("demo"), force=args.force, gguf=False if args.hf_only else None)
         return 0
     return run_demo(args.engine, args.model, args.prompt)
 
