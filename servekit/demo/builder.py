@@ -328,19 +328,17 @@ def _build_gguf(art: Artefacts, display: Display) -> None:
     env.pop("NO_LOCAL_GGUF", None)  # the converter must use its own gguf-py, not whatever is installed
 
     started = time.monotonic()
-    display.message("converting to GGUF F16 with llama.cpp's convert_hf_to_gguf.py …")
+    display.message(f"converting to GGUF with llama.cpp's converters: the model (F16) and {len(tasks.ADAPTERS)} "
+                    "LoRA adapters, side by side …")
     f16 = staging / "demo-F16.gguf"
-    run_logged([str(python), str(source / "convert_hf_to_gguf.py"), str(art.hf_dir), "--outfile", str(f16),
-                "--outtype", "f16"], art.log_path, None, env=env)
-    seconds["convert"] = round(time.monotonic() - started, 1)
-
-    started = time.monotonic()
-    display.message(f"converting {len(tasks.ADAPTERS)} LoRA adapters with convert_lora_to_gguf.py …")
+    conversions = {"convert-F16": [python, source / "convert_hf_to_gguf.py", art.hf_dir, "--outfile", f16,
+                                   "--outtype", "f16"]}
     for name in tasks.ADAPTERS:
-        run_logged([str(python), str(source / "convert_lora_to_gguf.py"), str(art.lora_dir(name)), "--base",
-                    str(art.hf_dir), "--outfile", str(staging / f"lora-{name}.gguf"), "--outtype", "f16"],
-                   art.log_path, None, env=env)
-    seconds["convert_lora"] = round(time.monotonic() - started, 1)
+        conversions[f"convert-lora-{name}"] = [python, source / "convert_lora_to_gguf.py", art.lora_dir(name),
+                                               "--base", art.hf_dir, "--outfile", staging / f"lora-{name}.gguf",
+                                               "--outtype", "f16"]
+    _run_side_by_side(conversions, art.root / "logs", env)
+    seconds["convert"] = round(time.monotonic() - started, 1)
 
     started = time.monotonic()
     display.message(f"quantizing with llama-quantize: {', '.join(QUANT_TYPES)} …")
@@ -351,6 +349,19 @@ def _build_gguf(art: Artefacts, display: Display) -> None:
     staging.rename(art.gguf_dir)
     sizes = {f"gguf/{p.name}": p.stat().st_size for p in sorted(art.gguf_dir.glob("*.gguf"))}
     art.gguf_marker.write_text(json.dumps({"seconds": seconds, "sizes": sizes}, indent=1))
+
+
+def _run_side_by_side(commands: dict[str, list[Any]], log_dir: Path, env: dict[str, str]) -> None:
+    """Run the commands at once (each mostly imports torch on one core), each logging to ``log_dir/NAME.log``."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from ..envs import run_logged
+
+    with ThreadPoolExecutor(max_workers=len(commands)) as pool:
+        running = [pool.submit(run_logged, [str(c) for c in cmd], log_dir / f"{name}.log", None, env=env)
+                   for name, cmd in commands.items()]
+        for job in running:
+            job.result()  # re-raises the first failure, with its log's tail
 
 
 def main() -> int:
