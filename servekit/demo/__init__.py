@@ -8,7 +8,7 @@ Model names (for ``serve()``, ``%serve`` and the CLI):
   a request applies one by naming it (:func:`evaluate` does that for you);
 * ``demo-tiny`` — random weights, written in under a second: it proves a server starts, nothing more.
 
-The first use builds the trained model (about 5 minutes on 2 cores; ``servekit demo build``).
+The first use builds the trained model (about 4 minutes on 2 cores; ``servekit demo build``).
 Engines call :func:`resolve_model` to turn a name into files in the format they load.
 """
 

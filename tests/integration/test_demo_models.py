@@ -1,6 +1,6 @@
 """The trained demo model, its quantized variants and its LoRA adapters, through a real llama-server.
 
-The build runs once per session (about 5 minutes on 2 cores; the user cache makes re-runs instant).
+The build runs once per session (about 4 minutes on 2 cores; the user cache makes re-runs instant).
 """
 
 from __future__ import annotations
