@@ -34,7 +34,7 @@ CHAT_TEMPLATE = (
 )
 MODEL_SHAPE = {"hidden_size": 256, "intermediate_size": 512, "num_hidden_layers": 2, "num_attention_heads": 4}
 VOCAB = 512
-# Share of each task in a batch. More addition than this delays the reversal skill (25/75 at lr 2e-3: reverse 51 % after 1500 steps).
+# Share of each task in a batch. More addition delays the reversal skill (25/75, lr 2e-3: 51 % after 1500 steps).
 TASK_MIX = {"reverse": 0.35, "add": 0.65}
 
 
