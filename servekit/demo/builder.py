@@ -290,10 +290,10 @@ def _run_worker(cmd: list[str], log_path: Path, display: Display) -> None:
 
 
 def _show(event: dict[str, Any], display: Display) -> None:
-    if "total" in event and "step" in event and event["step"]:
-        display.step(event["stage"], event["step"], event["total"], event.get("loss"))
     if "message" in event:
         display.message(f"{event['stage']}: {event['message']}")
+    if "total" in event and "step" in event:  # step 0 opens the bar, so its rate counts from the start
+        display.step(event["stage"], event["step"], event["total"], event.get("loss"))
 
 
 def _folder_size(folder: Path) -> int:

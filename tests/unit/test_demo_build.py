@@ -55,3 +55,12 @@ def test_report_text_lists_accuracies_and_sizes():
     assert "1.57 M parameters" in text and "train 170" in text
     assert "reverse 100%" in text and "add 50%" in text and "next 99%" in text
     assert "gguf/demo-F16.gguf" in text and "3.16 MB" in text
+
+
+def test_worker_events_become_messages_then_steps():
+    lines: list[str] = []
+    display = builder.Display(lines.append)
+    builder._show({"stage": "train", "step": 0, "total": 100, "message": "1.57 M parameters"}, display)
+    builder._show({"stage": "train", "step": 50, "total": 100, "loss": 2.0}, display)
+    builder._show({"stage": "eval", "message": "reverse 100%, add 62%"}, display)
+    assert lines == ["train: 1.57 M parameters", "train: step 50/100, loss 2.000", "eval: reverse 100%, add 62%"]
