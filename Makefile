@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: demo test unit venv engines engine-llamacpp engine-vllm engine-sglang demo-hf clean
+.PHONY: demo test unit venv engines engine-llamacpp engine-vllm engine-sglang demo-hf lab clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -36,6 +36,11 @@ test: engines
 
 unit: venv
 	$(BIN)/python -m pytest -v tests/unit
+
+# JupyterLab (from .venv, kernel = .venv's Python) on notebooks/, on this machine only; it prints the URL
+# with its token (open that one). Ctrl-C stops it. Server links go through /proxy/PORT/ there too.
+lab: venv
+	$(BIN)/jupyter lab --ServerApp.root_dir=notebooks --ServerApp.ip=127.0.0.1
 
 clean:
 	rm -rf $(VENV)

@@ -11,12 +11,14 @@ from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 __all__ = [
-    "ServeSpec", "Server", "demo", "get_engine", "get_server", "load_ipython_extension", "running", "serve", "stop_all",
+    "ServeSpec", "Server", "attach", "bench", "demo", "get_engine", "get_server", "load_ipython_extension", "running", "serve",
+    "stop_all",
 ]
 
 _LAZY = {
     "Server": "servekit.server",
     "serve": "servekit.server",
+    "attach": "servekit.server",
     "running": "servekit.server",
     "stop_all": "servekit.server",
     "get_server": "servekit.server",
@@ -25,17 +27,17 @@ _LAZY = {
 }
 
 if TYPE_CHECKING:
-    from . import demo
+    from . import bench, demo
     from .engines import get_engine
-    from .server import Server, get_server, running, serve, stop_all
+    from .server import Server, attach, get_server, running, serve, stop_all
     from .spec import ServeSpec
 
 
 def __getattr__(name: str) -> Any:
     import importlib
 
-    if name == "demo":
-        return importlib.import_module("servekit.demo")
+    if name in ("demo", "bench"):
+        return importlib.import_module(f"servekit.{name}")
     if name in _LAZY:
         return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'servekit' has no attribute {name!r}")

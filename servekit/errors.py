@@ -27,6 +27,22 @@ class PortInUse(ServekitError):
     """The requested port is already taken by another process."""
 
 
+class NameTaken(InvalidSpec):
+    """Another live server already has this name."""
+
+
+class StateDirError(ServekitError):
+    """servekit cannot read or write its state directory (records, logs)."""
+
+
+class ServerCrashed(ServekitError):
+    """The server's process ended without being stopped; its record stays until it is stopped."""
+
+
+class KeyRejected(ServekitError):
+    """The server answered 401: the request did not carry the API key the server expects."""
+
+
 class ServerStartError(ServekitError):
     """The server process died or never became ready; the message holds its last log lines."""
 
@@ -45,3 +61,7 @@ class EngineRequestError(ServekitError):
     def __init__(self, message: str, status: int):
         super().__init__(message)
         self.status = status
+
+
+class InvalidBenchmark(ServekitError):
+    """A load-generator run (``servekit.bench``) was asked for something it cannot do."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shlex
 import sys
 import time
@@ -13,8 +14,8 @@ from IPython.core.magic_arguments import argument, magic_arguments, parse_argstr
 
 from .display import ServerTable
 from .engines import get_engine
-from .errors import ServekitError
-from .server import Server, get_server, running, serve, stop_all
+from .errors import NameTaken, ServekitError
+from .server import Server, attach, get_server, running, serve, stop_all
 
 
 def split_extra(line: str) -> tuple[str, list[str]]:
@@ -35,32 +36,64 @@ class ServekitMagics(Magics):
     """%serve, %servers, %stop, %logs and %%chat."""
 
     @magic_arguments()
-    @argument("engine", help="vllm, llamacpp (llama.cpp) or sglang")
-    @argument("model", help="a demo name (demo, demo:Q4_K_M), a local path or a Hugging Face id")
-    @argument("--name", help="servekit's name for the server (default: from the model)")
+    @argument("engine", help="the engine: llamacpp (llama.cpp), vllm, sglang, an engine plug-in — or `attach`")
+    @argument("model", help="a demo name (demo, demo:Q4_K_M), a local path or a Hugging Face id (with attach: a URL)")
+    @argument("--name", help="servekit's name for the server (default: from the model). Running the cell again "
+                             "with the same name, engine and model reuses the running server")
     @argument("--port", type=int, help="port (default: a free one)")
+    @argument("--host", help="address to bind (default: 127.0.0.1, this machine only)")
     @argument("--ctx", type=int, help="context length in tokens")
     @argument("--parallel", type=int, help="concurrent sequences / slots")
     @argument("--lora", action="append", default=[], metavar="NAME=PATH", help="LoRA adapter at start (repeatable)")
     @argument("--cpu", action="store_true", default=None, help="run the engine on the CPU")
     @argument("--timeout", type=float, help="seconds to wait for readiness")
+    @argument("--api-key", help="the API key clients must send (default: a random one)")
+    @argument("--no-api-key", action="store_true", help="serve without a key (loopback; warns on other addresses)")
+    @argument("--keep", action="store_true", help="keep the server running after this kernel stops or restarts")
+    @argument("--quiet", action="store_true", help="print one line instead of showing the server panel")
+    @argument("--export", action="store_true",
+              help="set OPENAI_BASE_URL and OPENAI_API_KEY in this kernel, so a stock OpenAI client connects")
     @line_magic
     def serve(self, line: str) -> Server:
-        """Start a server: ``%serve ENGINE MODEL [options] [-- extra engine flags]``."""
+        """Start a server: ``%serve ENGINE MODEL [options] [-- extra engine flags]``.
+
+        ``%serve attach URL [--api-key KEY] [--name NAME]`` watches a server servekit did not start."""
         own, extra = split_extra(line)
         args = parse_argstring(self.serve, own)
+        if args.engine == "attach":
+            try:
+                server = attach(args.model, api_key=args.api_key, name=args.name)
+            except ServekitError as exc:
+                raise _fail(exc) from None
+            print(f"Attached {server.name}: {server.engine.display_name} serving {server.model!r} at {server.base_url}")
+            return server
+        if args.api_key is not None and args.no_api_key:
+            raise UsageError("Give --api-key KEY or --no-api-key, not both.")
         options: dict[str, Any] = {
-            key: value for key, value in (("name", args.name), ("port", args.port), ("ctx", args.ctx),
-                                          ("parallel", args.parallel), ("cpu", args.cpu)) if value is not None
+            key: value for key, value in (("name", args.name), ("port", args.port), ("host", args.host),
+                                          ("ctx", args.ctx), ("parallel", args.parallel), ("cpu", args.cpu),
+                                          ("api_key", "" if args.no_api_key else args.api_key)) if value is not None
         }
         started = time.monotonic()
         try:
-            print(f"Starting {get_engine(args.engine).display_name} with {args.model} …", flush=True)
-            server = serve(args.engine, args.model, lora=args.lora, extra_args=extra, timeout=args.timeout, **options)
+            server = _running_twin(args.name, args.engine, args.model)
+            if server is not None:
+                print(f"{server.name} is already running ({server.engine.display_name}, {args.model}): reusing it. "
+                      f"`%stop {server.name}` first to start it anew.", flush=True)
+            else:
+                print(f"Starting {get_engine(args.engine).display_name} with {args.model} …", flush=True)
+                server = serve(args.engine, args.model, lora=args.lora, extra_args=extra, timeout=args.timeout,
+                               detach=args.keep, **options)
+                print(f"{server.name} is ready at {server.base_url} after {time.monotonic() - started:.1f} s "
+                      f"(log: {server.log_path})", flush=True)
         except ServekitError as exc:
             raise _fail(exc) from None
-        print(f"{server.name} is ready at {server.base_url} after {time.monotonic() - started:.1f} s "
-              f"(log: {server.log_path})", flush=True)
+        if args.export:
+            os.environ.update(server.env())
+            print("OPENAI_BASE_URL and OPENAI_API_KEY are set in this kernel.", flush=True)
+        else:
+            key = f"server.api_key, or `!servekit key {server.name}`" if server.api_key else "no key"
+            print(f"API key: {key}; server.env() (or --export) gives OPENAI_BASE_URL/OPENAI_API_KEY.", flush=True)
         return server
 
     @line_magic
@@ -103,23 +136,44 @@ class ServekitMagics(Magics):
     @argument("--system", default=None, help="system prompt")
     @cell_magic
     def chat(self, line: str, cell: str) -> None:
-        """Send the cell as a chat message and stream the reply: ``%%chat [NAME]``."""
+        """Send the cell as a chat message and stream the reply: ``%%chat [NAME]``.
+
+        An interrupt (the stop button) ends the reply and closes the request; the server stays ready."""
         args = parse_argstring(self.chat, line)
-        try:
-            server = get_server(args.name)
-        except ServekitError as exc:
-            raise _fail(exc) from None
         messages = ([{"role": "system", "content": args.system}] if args.system else [])
         messages.append({"role": "user", "content": cell.strip()})
         extra = {"temperature": args.temperature} if args.temperature is not None else {}
-        stream = server.client().chat.completions.create(
-            model=server.model, messages=messages, max_tokens=args.max_tokens, stream=True, **extra
-        )
-        for chunk in stream:
-            if chunk.choices and chunk.choices[0].delta.content:
-                sys.stdout.write(chunk.choices[0].delta.content)
-                sys.stdout.flush()
+        try:
+            server = get_server(args.name)
+            stream = server.client().chat.completions.create(
+                model=server.model, messages=messages, max_tokens=args.max_tokens, stream=True, **extra
+            )
+            with stream:
+                for chunk in stream:
+                    if chunk.choices and chunk.choices[0].delta.content:
+                        sys.stdout.write(chunk.choices[0].delta.content)
+                        sys.stdout.flush()
+        except ServekitError as exc:
+            raise _fail(exc) from None
+        except KeyboardInterrupt:
+            sys.stdout.write("\n[interrupted: the request was closed; the server is still ready]")
         sys.stdout.write("\n")
+
+
+def _running_twin(name: str | None, engine: str, model: str) -> Server | None:
+    """The listed, running server called ``name`` if it was started with this engine and model; a clear
+    error if that name belongs to another server; None when the name is free (or no name was given)."""
+    if not name:
+        return None
+    wanted = get_engine(engine).name
+    for server in running():
+        if server.name != name or not server.is_running():
+            continue
+        if server.engine.name == wanted and server.record.source_model == model:
+            return server
+        raise NameTaken(f"A server named {name!r} is already running {server.engine.display_name} with "
+                        f"{server.record.source_model or server.model}: `%stop {name}` first, or choose another --name.")
+    return None
 
 
 def _stop_one(name: str) -> str:

@@ -1,60 +1,102 @@
-"""Server: one engine process — launched in its own session, waited for, talked to, stopped."""
+"""Server: one engine process — launched in its own session, waited for, talked to, stopped.
+
+Lifecycle (:attr:`Server.state`, kept by servekit itself, no network I/O):
+``starting`` → ``ready`` → ``stopping`` → ``stopped``, or ``crashed`` when the engine's process ends
+without being stopped (the record, exit status and log stay until the server is stopped).
+
+Guarantees (docs/guarantees.md lists each with the test that proves it): a server started by a
+process stops when that process ends — at exit, or through the watchdog (:mod:`servekit._watchdog`)
+when the process is killed — unless it was started with ``detach=True``; signals reach only processes
+that carry the server's identity marker; the API key never appears on a command line.
+"""
 
 from __future__ import annotations
 
 import atexit
+import logging
 import os
-import secrets
 import signal
 import socket
 import subprocess
+import sys
 import threading
 import time
 import uuid
+import warnings
 from collections import deque
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import psutil
 
-from . import registry
+from . import procs, registry
 from .engines import Engine, LaunchContext, LoraInfo, get_engine
-from .errors import EngineNotInstalled, EngineRequestError, InvalidSpec, PortInUse, ServerNotFound, ServerStartError
-from .paths import state_dir
+from .errors import (
+    EngineNotInstalled,
+    EngineRequestError,
+    KeyRejected,
+    NameTaken,
+    PortInUse,
+    ServekitError,
+    ServerCrashed,
+    ServerNotFound,
+    ServerStartError,
+    UnknownEngine,
+)
+from .keys import mask_key, new_api_key, redact
+from .paths import private_dir, state_dir, state_dir_error
 from .registry import ServerRecord
-from .spec import ServeSpec, short_name
+from .spec import ServeSpec, check_name, is_loopback, short_name
 
 if TYPE_CHECKING:
     import httpx
     import openai
+    import pandas
 
-    from .metrics import MetricsSnapshot
+    from .metrics import MetricsRecorder, MetricsSnapshot
+
+log = logging.getLogger(__name__)
 
 LOG_TAIL_LINES = 40
+PORT_ATTEMPTS = 3  # a free port can be taken by another program before the engine binds it: retry elsewhere
+EXIT_STOP_TIMEOUT = 5.0  # seconds each server gets to stop at interpreter exit (all stop in parallel)
 _owned: dict[str, Server] = {}
+_attached: dict[str, Server] = {}  # by name: servers of others this process watches (:func:`attach`)
 _owned_lock = threading.Lock()
 
 
-def new_api_key() -> str:
-    """A random API key; the ``sk-`` prefix keeps it from ever reading as a command-line flag."""
-    return "sk-" + secrets.token_urlsafe(24)
+class ExposedServerWarning(UserWarning):
+    """A server listens on an address other machines can reach."""
 
 
-def mask_key(key: str | None) -> str:
-    """Show an API key as ``abcd…`` — never whole."""
-    if not key:
-        return "(none)"
-    return key[:4] + "…"
+def exit_description(code: int | None) -> str:
+    """``killed by SIGKILL`` / ``exit code 1`` / ``exit status unknown``."""
+    if code is None:
+        return "exit status unknown"
+    if code < 0:
+        try:
+            return f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"exit code {code}"
+
+
+class _PortRaceLost(ServerStartError):
+    """The engine could not bind the port servekit had found free: another program took it meanwhile."""
 
 
 class Server:
-    """A running (or stopped) inference server. Made by :func:`serve` or found by :func:`running`."""
+    """An inference server. Made by :func:`serve`, found by :func:`running` / :func:`get_server`."""
 
-    def __init__(self, record: ServerRecord, engine: Engine, process: subprocess.Popen[bytes] | None = None):
+    def __init__(self, record: ServerRecord, engine: Engine, process: subprocess.Popen[bytes] | None = None,
+                 attached: bool = False):
         self.record = record
         self.engine = engine
         self._process = process
-        self._ready = False
+        self.attached = attached  # a server servekit did not start (:func:`attach`): watched, never stopped
+        self._state_lock = threading.Lock()
+        self._monitor: threading.Thread | None = None
+        self._recorder: MetricsRecorder | None = None
 
     # -- identity -----------------------------------------------------------------------------
     name = property(lambda self: self.record.name, doc="servekit's name for this server (``%stop NAME``).")
@@ -65,108 +107,192 @@ class Server:
     port = property(lambda self: self.record.port)
     api_key = property(lambda self: self.record.api_key)
     log_path = property(lambda self: Path(self.record.log_path))
+    exit_code = property(lambda self: self.record.exit_code,
+                         doc="How a crashed engine ended: >= 0 its exit code, < 0 minus the signal; else None.")
+
+    @property
+    def owned(self) -> bool:
+        """True when this process started the server (and watches its process)."""
+        return self._process is not None
 
     @property
     def orphan(self) -> bool:
-        """True when the process that started this server has died (kernel restart, kill -9)."""
+        """True when the process that started this server has died (the next servekit call stops it)."""
         return not registry.owner_alive(self.record)
 
     @property
     def detached(self) -> bool:
-        """True for a server started to outlive its starter (``servekit serve --detach``)."""
+        """True for a server started to outlive its starter (``detach=True``, ``--keep``, ``--detach``)."""
         return self.record.owner_pid is None
 
-    def is_running(self) -> bool:
-        if self._process is not None and self._process.poll() is not None:
-            return bool(registry.group_members(self.record))
-        return registry.is_live(self.record)
+    @property
+    def state(self) -> str:
+        """``starting``, ``ready``, ``stopping``, ``stopped`` or ``crashed`` — from servekit's own
+        bookkeeping (the record and the local process table), never from a network call."""
+        if self.owned or self.attached or self.record.state == "stopped":
+            return self.record.state
+        fresh = registry.load(self.record.id)
+        if fresh is None:
+            self.record.state = "stopped"
+            return "stopped"
+        self.record = fresh
+        alive = fresh.state in ("starting", "ready", "stopping") and bool(procs.members_of(fresh.id))
+        return registry.observed_state(fresh, alive)
+
+    @property
+    def state_text(self) -> str:
+        """The state for people: ``crashed (killed by SIGKILL)`` …"""
+        state = self.state
+        return f"crashed ({exit_description(self.exit_code)})" if state == "crashed" else state
 
     @property
     def status(self) -> str:
-        if not self.is_running():
-            return "stopped"
-        if self.orphan:
-            return "orphan"
-        return "ready" if self._ready or self.ping() else "starting"
+        """Old name of :attr:`state`."""
+        return self.state
+
+    def is_running(self) -> bool:
+        """True while the server is starting or ready."""
+        return self.state in ("starting", "ready")
 
     # -- clients ------------------------------------------------------------------------------
     def headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
 
     def client(self, **kwargs: Any) -> openai.OpenAI:
-        """An ``openai.OpenAI`` client for this server."""
-        import openai
+        """An ``openai.OpenAI`` client for this server; a crashed server or a rejected key raise servekit
+        errors that say what to do (:class:`~servekit.errors.ServerCrashed`, :class:`~servekit.errors.KeyRejected`)."""
+        from ._openai import make_client
 
-        return openai.OpenAI(base_url=self.base_url, api_key=self.api_key or "none", **kwargs)
+        return make_client(self, async_=False, **kwargs)
 
     def async_client(self, **kwargs: Any) -> openai.AsyncOpenAI:
-        """An ``openai.AsyncOpenAI`` client for this server."""
-        import openai
+        """An ``openai.AsyncOpenAI`` client for this server (same errors as :meth:`client`)."""
+        from ._openai import make_client
 
-        return openai.AsyncOpenAI(base_url=self.base_url, api_key=self.api_key or "none", **kwargs)
+        return make_client(self, async_=True, **kwargs)
 
     def http(self, timeout: float = 30.0) -> httpx.Client:
         """An ``httpx.Client`` rooted at :attr:`url`, with the API key."""
-        import httpx
+        from . import http
 
-        return httpx.Client(base_url=self.url, headers=self.headers(), timeout=timeout)
+        return http.client(self.url, self.headers(), timeout)
+
+    def env(self) -> dict[str, str]:
+        """``OPENAI_BASE_URL`` and ``OPENAI_API_KEY`` for this server: a stock OpenAI client, or any
+        program that reads them, connects unchanged (``os.environ.update(server.env())``)."""
+        return {"OPENAI_BASE_URL": self.base_url, "OPENAI_API_KEY": self.api_key or "none"}
+
+    def raise_if_down(self, cheap: bool = False) -> None:
+        """Raise :class:`ServerCrashed` (or :class:`ServerNotFound` once stopped) when the server is not up.
+
+        ``cheap``: only what this process knows already (no file or process-table reads)."""
+        if cheap and not self.owned or self.attached:
+            return
+        state = self.state
+        if state == "crashed":
+            raise ServerCrashed(
+                f"Server {self.name!r} ({self.engine.display_name}) has crashed ({exit_description(self.exit_code)}). "
+                f"Its last log lines ({self.log_path}):\n{self.logs(10)}\n"
+                f"Clear it with `%stop {self.name}` (or `servekit stop {self.name}`), then start it again."
+            )
+        if state == "stopped":
+            raise ServerNotFound(f"Server {self.name!r} was stopped: start it again with servekit.serve(...) or %serve.")
 
     # -- logs, health, metrics ----------------------------------------------------------------
     def logs(self, n: int = LOG_TAIL_LINES) -> str:
-        """The last ``n`` lines of the server's log."""
+        """The last ``n`` lines of the server's log, with the API key masked."""
+        if self.attached:
+            return f"(servekit did not start {self.name}: its log is wherever its own process writes it)\n"
         try:
             with open(self.log_path, encoding="utf-8", errors="replace") as handle:
-                return "".join(deque(handle, maxlen=n))
-        except FileNotFoundError:
+                return redact("".join(deque(handle, maxlen=n)), self.api_key)
+        except OSError:
             return ""
 
-    def ping(self, timeout: float | None = None) -> bool:
+    def ping(self, timeout: float | None = None, http: httpx.Client | None = None) -> bool:
         """True if the engine's readiness probe answers 200 now (within the engine's ``health_timeout``)."""
         import httpx
+
+        from . import http as http_clients
 
         timeout = self.engine.health_timeout if timeout is None else timeout
         headers = self.engine.health_headers(self.api_key)
         try:
-            return httpx.get(self.url + self.engine.health_path, headers=headers, timeout=timeout).status_code == 200
+            if http is not None:
+                return http.get(self.engine.health_path, headers=headers, timeout=timeout).status_code == 200
+            with http_clients.client(self.url, headers, timeout) as probe:
+                return probe.get(self.engine.health_path).status_code == 200
         except httpx.HTTPError:
             return False
 
     def wait_ready(self, timeout: float | None = None) -> Server:
-        """Poll the readiness probe until it answers; raise at once, with the log tail, if the process dies."""
+        """Poll the readiness probe until the server answers *and* proves to be the one started (it takes
+        this key and serves this model); raise at once, with the log tail, if the process dies."""
         limit = timeout if timeout is not None else self.engine.startup_timeout
         deadline = time.monotonic() + limit
-        delay = 0.02
-        while True:
-            if not self.is_running():
-                raise ServerStartError(self._death_message())
-            if self.ping(timeout=min(self.engine.health_timeout, max(0.1, deadline - time.monotonic()))):
-                self._ready = True
-                return self
-            if time.monotonic() >= deadline:
-                raise ServerStartError(
-                    f"{self.engine.display_name} did not become ready within {limit:.0f} s "
-                    f"(probe {self.url}{self.engine.health_path}). Pass a longer timeout= if the model is large.\n"
-                    f"Last {LOG_TAIL_LINES} log lines ({self.log_path}):\n{self.logs()}"
-                )
-            time.sleep(delay)
-            delay = min(delay * 1.5, 0.5)
+        delay, why_not = 0.02, None
+        with self.http(timeout=self.engine.health_timeout) as http:
+            while True:
+                if self._has_exited():
+                    raise self._start_failure()
+                if self.ping(timeout=min(self.engine.health_timeout, max(0.1, deadline - time.monotonic())), http=http):
+                    why_not = self.engine.identify(http, self.model)
+                    if why_not is None:
+                        self._set_state("ready")
+                        return self
+                if time.monotonic() >= deadline:
+                    raise ServerStartError(self._timeout_message(limit, why_not))
+                time.sleep(delay)
+                delay = min(delay * 1.5, 0.25)
 
-    def _death_message(self) -> str:
+    def _has_exited(self) -> bool:
+        if self._process is not None:
+            return self._process.poll() is not None
+        return not procs.members_of(self.record.id)
+
+    def _timeout_message(self, limit: float, why_not: str | None) -> str:
+        impostor = (f" Something answers on port {self.port}, but it is not this server: {why_not}."
+                    if why_not else "")
+        return (f"{self.engine.display_name} did not become ready within {limit:.0f} s "
+                f"(probe {self.url}{self.engine.health_path}).{impostor} Pass a longer timeout= if the model is large.\n"
+                f"Last {LOG_TAIL_LINES} log lines ({self.log_path}):\n{self.logs()}")
+
+    def _start_failure(self) -> ServerStartError:
         code = self._process.poll() if self._process is not None else None
         tail = self.logs()
         hint = self.engine.diagnose(tail)
-        status = f"exited with code {code}" if code is not None else "exited"
-        return (
-            f"{self.engine.display_name} {status} before it was ready."
-            + (f"\n{hint}" if hint else "")
-            + f"\nLast {LOG_TAIL_LINES} log lines ({self.log_path}):\n{tail}"
-        )
+        status = exit_description(code) if code is not None else "exited"
+        message = (f"{self.engine.display_name} {status.replace('exit code', 'exited with code')} before it was ready."
+                   + (f"\n{hint}" if hint else "") + f"\nLast {LOG_TAIL_LINES} log lines ({self.log_path}):\n{tail}")
+        lowered = tail.lower()
+        if "address already in use" in lowered or "couldn't bind" in lowered:
+            return _PortRaceLost(message)
+        return ServerStartError(message)
 
     def metrics(self) -> MetricsSnapshot:
         """Scrape ``/metrics`` and return it with servekit's normalised names."""
         from .metrics import scrape
 
         return scrape(self.url, self.engine.metric_names, headers=self.headers())
+
+    def recorder(self, interval: float = 1.0) -> MetricsRecorder:
+        """The server's one metrics recorder (started on first use; widgets and the load generator share it).
+
+        It samples every ``interval`` seconds in one background thread and ends when the server stops."""
+        from .metrics import MetricsRecorder
+
+        with self._state_lock:
+            if self._recorder is None or not self._recorder.running:
+                self._recorder = MetricsRecorder.for_engine(
+                    self.engine, self.url, headers=self.headers(), command=self.record.command, interval=interval,
+                    should_continue=self.is_running, name=self.name,
+                ).start()
+            return self._recorder
+
+    def metrics_history(self) -> pandas.DataFrame:
+        """The recorded metrics over time, one row a sample, the same columns for every engine
+        (docs/metrics.md). Recording starts at the first call of this or :meth:`recorder`."""
+        return self.recorder().history()
 
     # -- LoRA ---------------------------------------------------------------------------------
     def load_lora(self, name: str, path: str | os.PathLike[str]) -> None:
@@ -198,28 +324,37 @@ class Server:
             raise ValueError(f"the server has no adapter {adapter!r} (it has: {have})")
         return self.engine.lora_request_options(self.model, adapter, loras or [])
 
+    # -- state --------------------------------------------------------------------------------
+    def _set_state(self, state: str, **changes: Any) -> None:
+        with self._state_lock:
+            registry.update(self.record, state=state, **changes)
+
+    def _start_monitor(self) -> None:
+        """Notice the engine's exit at once (a thread waiting on the process) and record a crash."""
+        self._monitor = threading.Thread(target=self._watch_process, name=f"servekit-monitor-{self.name}",
+                                         daemon=True)
+        self._monitor.start()
+
+    def _watch_process(self) -> None:
+        assert self._process is not None
+        code = self._process.wait()
+        with self._state_lock:
+            if self.record.state in ("stopping", "stopped"):
+                return
+            on_disk = registry.load(self.record.id)
+            if on_disk is None or on_disk.state in ("stopping", "stopped"):  # stopped by another process
+                self.record.state = "stopped"
+                return
+            registry.mark_crashed(self.record, code)
+        log.warning("servekit: server %r crashed (%s); its log: %s", self.name, exit_description(code), self.log_path)
+        procs.terminate([self.record.id], timeout=5)  # what the dead leader leaves behind (vLLM's EngineCore)
+
     # -- stop ---------------------------------------------------------------------------------
     def stop(self, timeout: float = 15.0) -> None:
-        """SIGTERM the whole process group, wait, SIGKILL what is left; return once the port is free."""
-        members = registry.group_members(self.record)
-        _signal_all(members, signal.SIGTERM)
-        _, alive = psutil.wait_procs(members, timeout=timeout)
-        if alive:
-            _signal_all(alive, signal.SIGKILL)
-            psutil.wait_procs(alive, timeout=5)
-        leftovers = registry.group_members(self.record)  # children forked while we were stopping
-        if leftovers:
-            _signal_all(leftovers, signal.SIGKILL)
-            psutil.wait_procs(leftovers, timeout=5)
-        if self._process is not None:
-            try:
-                self._process.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                pass
-        _wait_port_free(self.record.host, self.record.port, timeout=10)
-        registry.discard(self.record)
-        with _owned_lock:
-            _owned.pop(self.record.id, None)
+        """SIGTERM every process of the server, wait, SIGKILL what is left; return once the port is free.
+
+        Also clears a crashed server from the listing (its log file stays)."""
+        _stop_many([self], timeout)
 
     def __enter__(self) -> Server:
         return self
@@ -228,36 +363,69 @@ class Server:
         self.stop()
 
     def __repr__(self) -> str:
-        return (
-            f"<Server {self.name!r} {self.engine.name} model={self.model!r} url={self.url} "
-            f"pid={self.pid} key={mask_key(self.api_key)}>"
-        )
+        return (f"<Server {self.name!r} {self.engine.name} model={self.model!r} url={self.url} "
+                f"pid={self.pid} state={self.record.state} key={mask_key(self.api_key)}>")
 
     def _repr_html_(self) -> str:
         from html import escape
 
         rows = {
-            "engine": self.engine.display_name,
-            "model": self.model,
+            "engine": escape(self.engine.display_name),
+            "model": escape(self.model),
             "URL": f'<a href="{escape(self.url)}" target="_blank">{escape(self.base_url)}</a>',
-            "API key": escape(mask_key(self.api_key)),
+            "API key": escape(f"{mask_key(self.api_key)} (full key: servekit key {self.name})"),
             "pid": str(self.pid),
             "log": escape(str(self.log_path)),
-            "status": self.status,
+            "state": escape(self.state_text),
         }
-        note = self.engine.web_ui_note(self.url) if hasattr(self.engine, "web_ui_note") else None
-        if note:
-            rows["chat page"] = note
+        page = self.engine.web_ui(self.url)
+        if page.url:
+            rows["web page"] = f'<a href="{escape(page.url)}" target="_blank">{escape(page.note or page.url)}</a>'
+        elif page.note:
+            rows["web page"] = escape(page.note)
         body = "".join(f"<tr><th style='text-align:left'>{k}</th><td>{v}</td></tr>" for k, v in rows.items())
         return f"<b>servekit server {escape(self.name)}</b><table>{body}</table>"
 
 
-def _signal_all(procs: list[psutil.Process], sig: int) -> None:
-    for proc in procs:
-        try:
-            proc.send_signal(sig)
-        except psutil.Error:
-            pass
+def _stop_many(servers: list[Server], timeout: float) -> None:
+    """Stop servers together: one SIGTERM round for all, one bounded wait, SIGKILL for the rest.
+    An attached server is only forgotten: servekit did not start it and never stops it."""
+    for server in [s for s in servers if s.attached]:
+        if server._recorder is not None:
+            server._recorder.stop()
+        server.record.state = "stopped"
+        with _owned_lock:
+            _attached.pop(server.name, None)
+    servers = [s for s in servers if not s.attached]
+    if not servers:
+        return
+    for server in servers:
+        with server._state_lock:
+            if server.record.state != "stopped" and server.record.record_path.exists():
+                registry.update(server.record, state="stopping")
+    procs.terminate([s.record.id for s in servers], timeout=timeout)
+    for server in servers:
+        if server._recorder is not None:
+            server._recorder.stop()
+        if server._process is not None:
+            try:
+                server._process.wait(timeout=5)  # reap our child
+            except subprocess.TimeoutExpired:
+                pass
+    deadline = time.monotonic() + 10
+    for server in servers:
+        if server.record.port:
+            _wait_port_free(server.record.host, server.record.port, max(0.0, deadline - time.monotonic()))
+    for server in servers:
+        registry.discard(server.record)
+        server.record.state = "stopped"
+        _forget(server.record.id)
+
+
+def _forget(server_id: str) -> None:
+    with _owned_lock:
+        _owned.pop(server_id, None)
+    _watchdog.forget(server_id)
 
 
 def port_is_free(host: str, port: int) -> bool:
@@ -283,20 +451,7 @@ def free_port(host: str) -> int:
 def _wait_port_free(host: str, port: int, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while not port_is_free(host, port) and time.monotonic() < deadline:
-        time.sleep(0.05)
-
-
-def _unique_name(wanted: str | None, model: str) -> str:
-    taken = {record.name for record in registry.live_records()}
-    if wanted:
-        if wanted in taken:
-            raise InvalidSpec(f"A server named {wanted!r} is already running: stop it first or choose another name.")
-        return wanted
-    base = short_name(model)
-    candidate, n = base, 2
-    while candidate in taken:
-        candidate, n = f"{base}-{n}", n + 1
-    return candidate
+        time.sleep(0.02)
 
 
 def _choose_port(spec: ServeSpec) -> int:
@@ -310,12 +465,90 @@ def _choose_port(spec: ServeSpec) -> int:
     return spec.port
 
 
+# -- the watchdog, owner side ----------------------------------------------------------------------
+class _Watchdog:
+    """One :mod:`servekit._watchdog` process per process that starts servers; told which servers to stop
+    if this process dies. Restarted (and told again) if it is gone; a forked child gets its own."""
+
+    def __init__(self) -> None:
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._owner = 0
+        self._ids: set[str] = set()
+        self._lock = threading.Lock()
+
+    def watch(self, server_id: str) -> None:
+        with self._lock:
+            self._ids.add(server_id)
+            self._send(f"watch {server_id}")
+
+    def forget(self, server_id: str) -> None:
+        with self._lock:
+            if server_id in self._ids:
+                self._ids.discard(server_id)
+                self._send(f"forget {server_id}", start=False)
+
+    def _send(self, line: str, start: bool = True) -> None:
+        for _ in range(2):
+            proc = self._running() or (self._start() if start else None)
+            if proc is None:
+                return
+            try:
+                assert proc.stdin is not None
+                proc.stdin.write((line + "\n").encode())
+                proc.stdin.flush()
+                return
+            except (OSError, ValueError):
+                self._proc = None  # it died: start a new one and tell it everything again
+        warnings.warn("servekit could not start its watchdog: servers of this process may outlive it if it is "
+                      "killed (the next servekit call stops them).", RuntimeWarning, stacklevel=4)
+
+    def _running(self) -> subprocess.Popen[bytes] | None:
+        if self._proc is not None and self._owner == os.getpid() and self._proc.poll() is None:
+            return self._proc
+        return None
+
+    def _start(self) -> subprocess.Popen[bytes] | None:
+        me = psutil.Process()
+        package_parent = str(Path(__file__).resolve().parent.parent)
+        env = {**os.environ, "SERVEKIT_STATE_DIR": str(state_dir()),
+               "PYTHONPATH": os.pathsep.join(p for p in (package_parent, os.environ.get("PYTHONPATH")) if p)}
+        env.pop(procs.MARKER, None)
+        try:
+            with _open_private(state_dir() / "logs" / "watchdog.log") as log_file:
+                proc = subprocess.Popen(
+                    [sys.executable, "-m", "servekit._watchdog", str(me.pid), repr(me.create_time())],
+                    stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=log_file, cwd=state_dir(), env=env,
+                    start_new_session=True,
+                )
+        except OSError:
+            return None
+        self._proc, self._owner = proc, os.getpid()
+        assert proc.stdin is not None
+        for server_id in sorted(self._ids):
+            proc.stdin.write(f"watch {server_id}\n".encode())
+        return proc
+
+
+_watchdog = _Watchdog()
+
+
+def _open_private(path: Path) -> IO[bytes]:
+    """Open ``path`` for appending, created 0600 in a 0700 folder (logs hold what engines print)."""
+    private_dir(path.parent)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, 0o600)
+    os.fchmod(fd, 0o600)
+    return os.fdopen(fd, "ab")
+
+
+# -- starting servers ------------------------------------------------------------------------------
 def serve(engine: str, model: str, *, wait: bool = True, timeout: float | None = None, detach: bool = False,
           **options: Any) -> Server:
     """Start ``model`` on ``engine`` and return the ready :class:`Server`.
 
     ``options`` are :class:`ServeSpec` fields (``port``, ``ctx``, ``parallel``, ``lora={"n": "path"}``,
-    ``extra_args=[...]`` …). Bad input raises before anything starts; a failed start leaves nothing running.
+    ``api_key="..."`` (``""``: no key), ``extra_args=[...]`` …). Bad input raises before anything starts;
+    a failed or interrupted start leaves nothing running. The server stops when this process ends
+    (also if it is killed), unless ``detach=True``.
     """
     eng = get_engine(engine)
     spec = ServeSpec.build(eng.name, model, **options)
@@ -323,57 +556,120 @@ def serve(engine: str, model: str, *, wait: bool = True, timeout: float | None =
     if not availability:
         raise EngineNotInstalled(f"{eng.display_name} is not installed. {availability.install_hint}".strip())
     spec = eng.resolve(spec)
-    name = _unique_name(spec.name, model)
-    api_key = new_api_key() if spec.api_key is None else (spec.api_key or None)
-    spec = spec.replace(name=name, port=_choose_port(spec), api_key=api_key)
-    return _launch(eng, spec, wait=wait, timeout=timeout, detach=detach)
-
-
-def _launch(eng: Engine, spec: ServeSpec, *, wait: bool, timeout: float | None, detach: bool) -> Server:
-    assert spec.port is not None and spec.name is not None
-    server_id = f"{spec.name}-{uuid.uuid4().hex[:8]}"
-    run_dir = state_dir() / "run" / server_id
-    (run_dir / "tmp").mkdir(parents=True, mode=0o700)
-    log_path = state_dir() / "logs" / f"{server_id}.log"
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    command = eng.command(spec)
-    env = {**os.environ, **eng.environment(spec, LaunchContext(run_dir=run_dir, log_path=log_path)), **spec.env_dict}
-    with open(log_path, "ab") as log:
-        log.write(f"# servekit: {' '.join(_redact(command, spec.api_key))}\n".encode())
-        log.flush()
+    spec = spec.replace(api_key=new_api_key() if spec.api_key is None else spec.api_key)
+    _warn_if_exposed(spec)
+    reap_orphans()
+    attempts = PORT_ATTEMPTS if spec.port is None else 1
+    for attempt in range(1, attempts + 1):
+        chosen = spec.replace(port=_choose_port(spec))
+        server = _launch(eng, chosen, _reserve(eng, chosen, detach, source_model=model), detach)
+        if not wait:
+            return server
         try:
-            process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                       cwd=run_dir, env=env, start_new_session=True)
-        except OSError as exc:
-            registry.discard(_bare_record(server_id, spec, run_dir, log_path))
-            raise EngineNotInstalled(f"Could not run {command[0]!r}: {exc}. {eng.available().install_hint}") from exc
-    me = psutil.Process()
-    record = ServerRecord(
-        id=server_id, name=spec.name, engine=eng.name, model=spec.model, served_name=eng.served_name(spec),
-        host=spec.host, port=spec.port, url=f"http://{_url_host(spec.host)}:{spec.port}",
-        pid=process.pid, pgid=process.pid, create_time=_create_time(process.pid), log_path=str(log_path),
-        run_dir=str(run_dir), api_key=spec.api_key, owner_pid=None if detach else me.pid,
-        owner_create_time=None if detach else me.create_time(), started_at=time.time(),
-        command=_redact(command, spec.api_key),
-    )
-    registry.save(record)
-    server = Server(record, eng, process)
-    if not detach:
-        with _owned_lock:
-            _owned[record.id] = server
-    if wait:
-        try:
-            server.wait_ready(timeout)
+            return server.wait_ready(timeout)
+        except _PortRaceLost as exc:
+            server.stop()
+            if attempt == attempts:
+                raise (ServerStartError if spec.port is None else PortInUse)(str(exc)) from None
+            log.info("servekit: port %s was taken before %s bound it; trying another", chosen.port, eng.display_name)
         except BaseException:
             server.stop()
             raise
-    return server
+    raise AssertionError("unreachable")
 
 
-def _bare_record(server_id: str, spec: ServeSpec, run_dir: Path, log_path: Path) -> ServerRecord:
-    return ServerRecord(id=server_id, name=spec.name or "", engine=spec.engine, model=spec.model, served_name="",
-                        host=spec.host, port=spec.port or 0, url="", pid=0, pgid=0, create_time=0.0,
-                        log_path=str(log_path), run_dir=str(run_dir))
+def _warn_if_exposed(spec: ServeSpec) -> None:
+    if is_loopback(spec.host):
+        return
+    if spec.api_key:
+        message = (f"The server will listen on {spec.host}, reachable from other machines; requests need its "
+                   "API key. Leave host out to keep it on 127.0.0.1.")
+    else:
+        message = (f"The server will listen on {spec.host} WITHOUT an API key: anyone who can reach this machine "
+                   "can use it. Leave host out (127.0.0.1), or keep a key.")
+    warnings.warn(message, ExposedServerWarning, stacklevel=3)
+
+
+def _reserve(eng: Engine, spec: ServeSpec, detach: bool, source_model: str) -> ServerRecord:
+    """Reserve the server's name (unique among listed servers, across processes) with a ``starting`` record."""
+    with registry.lock():
+        records = registry.load_all()
+        alive = procs.members([r.id for r in records])
+        taken: set[str] = set()
+        for record in records:
+            state = registry.observed_state(record, bool(alive[record.id]))
+            if state == "stopped" or (state == "crashed" and record.name == spec.name):
+                registry.discard(record)  # a crashed server's name is free again for a new start
+            else:
+                taken.add(record.name)
+        name = _unique_name(spec.name, _model_label(spec), taken)
+        server_id = f"{name}-{uuid.uuid4().hex[:8]}"
+        me = psutil.Process()
+        record = ServerRecord(
+            id=server_id, name=name, engine=eng.name, model=spec.model, served_name=eng.served_name(spec),
+            host=spec.host, port=spec.port or 0, url=f"http://{_url_host(spec.host)}:{spec.port}",
+            pid=0, pgid=0, create_time=0.0, log_path=str(state_dir() / "logs" / f"{server_id}.log"),
+            run_dir=str(state_dir() / "run" / server_id), api_key=spec.api_key or None,
+            owner_pid=None if detach else me.pid, owner_create_time=None if detach else me.create_time(),
+            started_at=time.time(), state="starting", source_model=source_model,
+        )
+        registry.save(record)
+        registry.prune_logs(protected={r.log_path for r in records})
+    return record
+
+
+def _model_label(spec: ServeSpec) -> str:
+    return spec.served_name or spec.model
+
+
+def _unique_name(wanted: str | None, model: str, taken: set[str]) -> str:
+    if wanted:
+        if wanted in taken:
+            raise NameTaken(f"A server named {wanted!r} is already running: stop it first (%stop {wanted}) "
+                            "or choose another name.")
+        return wanted
+    base = short_name(model)[:56]
+    candidate, n = base, 2
+    while candidate in taken:
+        candidate, n = f"{base}-{n}", n + 1
+    return candidate
+
+
+def _launch(eng: Engine, spec: ServeSpec, record: ServerRecord, detach: bool) -> Server:
+    """Start the engine for a reserved record; on any failure (an interrupt included) stop whatever
+    started — found by its identity marker, so no moment leaves an engine behind — and drop the record."""
+    spec = spec.replace(name=record.name)
+    try:
+        run_dir = private_dir(Path(record.run_dir))
+        private_dir(run_dir / "tmp")
+        launch = eng.launch(spec, LaunchContext(run_dir=run_dir, log_path=Path(record.log_path)))
+        env = {**os.environ, **launch.env, **spec.env_dict, procs.MARKER: record.id}
+        if not detach:
+            _watchdog.watch(record.id)  # before the engine exists: no window in which it is unwatched
+        with _open_private(Path(record.log_path)) as log_file:
+            log_file.write(f"# servekit: {' '.join(launch.command)}\n".encode())
+            log_file.flush()
+            try:
+                process = subprocess.Popen(launch.command, stdin=subprocess.DEVNULL, stdout=log_file,
+                                           stderr=subprocess.STDOUT, cwd=run_dir, env=env, start_new_session=True)
+            except OSError as exc:
+                raise EngineNotInstalled(
+                    f"Could not run {launch.command[0]!r}: {exc}. {eng.available().install_hint}") from exc
+        registry.update(record, pid=process.pid, pgid=process.pid, create_time=_create_time(process.pid),
+                        command=launch.command, started_at=time.time())
+        server = Server(record, eng, process)
+        server._start_monitor()
+        if not detach:
+            with _owned_lock:
+                _owned[record.id] = server
+        return server
+    except BaseException as exc:
+        procs.terminate([record.id], timeout=5)
+        registry.discard(record)
+        _forget(record.id)
+        if isinstance(exc, OSError):
+            raise state_dir_error(exc) from exc
+        raise
 
 
 def _create_time(pid: int) -> float:
@@ -389,52 +685,137 @@ def _url_host(host: str) -> str:
     return f"[{host}]" if ":" in host else host
 
 
-def _redact(command: list[str], api_key: str | None) -> list[str]:
-    """The command with the API key masked, also where it is written ``--api-key=KEY``."""
-    if not api_key:
-        return list(command)
-    return [part.replace(api_key, mask_key(api_key)) for part in command]
+# -- finding and stopping servers ------------------------------------------------------------------
+def attach(url: str, api_key: str | None = None, engine: str | None = None, name: str | None = None) -> Server:
+    """A handle on a server servekit did not start (a vLLM on a cluster, a llama-server of your own):
+    ``metrics()``, ``metrics_history()``, the widgets, ``%%chat``, ``client()`` and the load generator take it
+    like any other. The engine is recognised from what the server exposes (metric names, ``/version``,
+    ``/props``, ``/server_info``) unless given. Listed by :func:`running` in this process; ``stop()`` only
+    forgets it."""
+    import httpx
+
+    from . import http as http_clients
+    from .engines import engine_names
+
+    root = url.rstrip("/").removesuffix("/v1")
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    with http_clients.client(root, headers, timeout=10) as http:
+        try:
+            models = http.get("/v1/models")
+        except httpx.HTTPError as exc:
+            raise ServerNotFound(f"Nothing answers at {root} ({exc}): check the URL and that the server runs.") from exc
+        if models.status_code == 401:
+            raise KeyRejected(f"{root} needs an API key: servekit.attach({url!r}, api_key=...)"
+                              + (" — the one given was rejected." if api_key else "."))
+        if models.status_code != 200:
+            raise ServerNotFound(f"{root}/v1/models answered {models.status_code}: is it an OpenAI-compatible server?")
+        ids = [str(item.get("id")) for item in models.json().get("data", []) if isinstance(item, dict)]
+        eng = get_engine(engine) if engine else _recognise(http, engine_names())
+    served = next((i for i in ids if i), "")
+    parsed = httpx.URL(root)
+    label = name or f"{eng.name}-{parsed.host}-{parsed.port or 80}"
+    record = ServerRecord(
+        id=f"attached-{uuid.uuid4().hex[:8]}", name=check_name(label.replace(".", "-")), engine=eng.name,
+        model=served, served_name=served, host=parsed.host, port=parsed.port or 80, url=root, pid=0, pgid=0,
+        create_time=0.0, log_path="", run_dir="", api_key=api_key, started_at=time.time(), state="ready",
+        source_model=served,
+    )
+    server = Server(record, eng, attached=True)
+    with _owned_lock:
+        _attached[server.name] = server
+    return server
+
+
+def _recognise(http: httpx.Client, names: list[str]) -> Engine:
+    try:
+        response = http.get("/metrics")
+        metrics_text = response.text if response.status_code == 200 else ""
+    except Exception:  # noqa: BLE001 - a server without /metrics is recognised by its other endpoints
+        metrics_text = ""
+    for candidate in names:
+        engine = get_engine(candidate)
+        if engine.recognise(http, metrics_text):
+            return engine
+    raise UnknownEngine(f"servekit does not recognise the server at {http.base_url}: pass engine= "
+                        f"(one of {', '.join(names)}).")
+
+
+def reap_orphans() -> list[str]:
+    """Stop servers whose starter died without its watchdog stopping them (detached ones are kept).
+
+    Every servekit call that lists or starts servers runs this first; returns the names stopped."""
+    orphans = [r for r in registry.load_all() if r.owner_pid is not None and not registry.owner_alive(r)]
+    if not orphans:
+        return []
+    procs.terminate([r.id for r in orphans], timeout=10)
+    for record in orphans:
+        registry.discard(record)
+    names = [r.name for r in orphans]
+    log.warning("servekit: stopped orphaned server(s) %s: the process that started them is gone",
+                ", ".join(names))
+    return names
 
 
 def running() -> list[Server]:
-    """Every live servekit server of this user on this machine, from any process; dead records are pruned."""
+    """Every server of this user on this machine, from any process, oldest first: starting, ready — and
+    crashed ones, listed until stopped. Orphans (their starter died) are stopped first."""
+    reap_orphans()
+    records = registry.load_all()
+    alive = procs.members([r.id for r in records])
     servers = []
-    for record in registry.live_records():
+    for record in records:
+        state = registry.observed_state(record, bool(alive[record.id]))
+        if state == "stopped":
+            registry.discard(record)
+            continue
+        if state == "crashed" and record.state != "crashed":
+            registry.mark_crashed(record, record.exit_code)
         with _owned_lock:
             owned = _owned.get(record.id)
-        servers.append(owned or Server(record, get_engine(record.engine)))
+        if owned is not None:
+            servers.append(owned)
+            continue
+        try:
+            servers.append(Server(record, get_engine(record.engine)))
+        except UnknownEngine:
+            continue  # an engine plug-in that is no longer installed
+    with _owned_lock:
+        servers += list(_attached.values())
     return servers
 
 
 def get_server(name: str | None = None) -> Server:
-    """The live server called ``name`` (or the newest one when ``name`` is None)."""
+    """The listed server called ``name`` (or the newest one when ``name`` is None); crashed ones included."""
     servers = running()
     if not servers:
-        missing = f"No running server named {name!r}: " if name else ""
+        missing = f"No server named {name!r}: " if name else ""
         raise ServerNotFound(f"{missing}no servekit server is running. Start one with servekit.serve(...) or %serve.")
     if name is None:
         return servers[-1]
     for server in servers:
         if server.name == name:
             return server
-    raise ServerNotFound(f"No running server named {name!r}. Running: {', '.join(s.name for s in servers)}.")
+    raise ServerNotFound(f"No server named {name!r}. Listed: {', '.join(s.name for s in servers)}.")
 
 
-def stop_all() -> list[str]:
-    """Stop every live server (orphans included); returns their names."""
-    names = []
-    for server in running():
-        server.stop()
-        names.append(server.name)
-    return names
+def stop_all(timeout: float = 15.0) -> list[str]:
+    """Stop every listed server (crashed ones are cleared), all at once; returns their names."""
+    servers = running()
+    _stop_many(servers, timeout)
+    return [s.name for s in servers]
 
 
 @atexit.register
 def _stop_owned_at_exit() -> None:
+    """At interpreter exit, stop this process's servers in parallel within a bounded time (the watchdog
+    finishes the job if this is cut short)."""
     with _owned_lock:
-        servers = list(_owned.values())
-    for server in servers:
-        try:
-            server.stop(timeout=5)
-        except Exception:  # noqa: BLE001 - best effort at interpreter exit
-            pass
+        servers = [s for s in _owned.values() if s.record.owner_pid == os.getpid()]
+    try:
+        _stop_many(servers, EXIT_STOP_TIMEOUT)
+    except Exception:  # noqa: BLE001 - best effort at interpreter exit; the watchdog covers the rest
+        pass
+
+
+__all__ = ["ExposedServerWarning", "Server", "attach", "get_server", "reap_orphans", "running", "serve", "stop_all",
+           "ServekitError"]

@@ -11,6 +11,8 @@ from typing import Any
 from .errors import InvalidSpec
 
 LOOPBACK = "127.0.0.1"
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+:-]{0,63}$")
 
 
 @dataclass(frozen=True)
@@ -45,8 +47,12 @@ class ServeSpec:
     def __post_init__(self) -> None:
         for attr in ("port", "ctx", "parallel", "tensor_parallel", "max_lora_rank"):
             value = getattr(self, attr)
-            if value is not None and (not isinstance(value, int) or value <= 0):
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value <= 0):
                 raise InvalidSpec(f"{attr} must be a positive integer, got {value!r}.")
+        if self.name is not None:
+            check_name(self.name)
+        if self.api_key is not None:
+            check_api_key(self.api_key)
         if self.port is not None and self.port > 65535:
             raise InvalidSpec(f"port must be at most 65535, got {self.port}.")
         if self.memory_fraction is not None and not 0 < self.memory_fraction <= 1:
@@ -85,6 +91,30 @@ class ServeSpec:
                 "pass engine flags with extra_args=[...]."
             )
         return cls(engine=engine, model=model, **options)
+
+
+def check_name(name: object) -> str:
+    """A server name is 1-64 letters, digits and ``. _ + : -``, starting with a letter or digit (it names files)."""
+    if not isinstance(name, str) or not NAME_PATTERN.match(name):
+        raise InvalidSpec(
+            f"Server name {name!r} is not allowed: use 1-64 letters, digits and . _ + : - "
+            "(starting with a letter or digit), e.g. 'qwen-small'."
+        )
+    return name
+
+
+def check_api_key(key: object) -> str:
+    """An API key is printable ASCII without spaces; ``""`` means no key."""
+    if not isinstance(key, str) or (key and (not key.isascii() or not key.isprintable() or " " in key
+                                             or key.startswith("#") or "," in key)):
+        raise InvalidSpec("api_key must be printable ASCII without spaces or commas, not starting with '#' "
+                          "(or \"\" for no key); leave it out to get a random one.")
+    return key
+
+
+def is_loopback(host: str) -> bool:
+    """True for addresses only this machine can reach."""
+    return host in LOOPBACK_HOSTS or host.startswith("127.")
 
 
 def normalise_loras(value: Mapping[str, str] | Iterable[str | tuple[str, str]] | None) -> tuple[tuple[str, str], ...]:

@@ -5,8 +5,10 @@ from __future__ import annotations
 import os
 import tempfile
 
-# Set before servekit is imported anywhere, so child processes (CLI, orphan tests) inherit it.
-os.environ.setdefault("SERVEKIT_STATE_DIR", tempfile.mkdtemp(prefix="servekit-test-state-"))
+# Always a state directory of the test session's own — never the user's (an exported SERVEKIT_STATE_DIR
+# would let the autouse stop_all() below stop the user's servers). Set before servekit is imported
+# anywhere, so child processes (CLI, kernels, orphan tests) inherit it.
+os.environ["SERVEKIT_STATE_DIR"] = tempfile.mkdtemp(prefix="servekit-test-state-")
 
 import pytest  # noqa: E402
 

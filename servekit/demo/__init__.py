@@ -2,7 +2,8 @@
 
 Model names (for ``serve()``, ``%serve`` and the CLI):
 
-* ``demo`` — a tiny Llama trained here on two tasks (F16 GGUF for llama.cpp, a HF folder for vLLM/SGLang);
+* ``demo`` — a tiny Llama trained here on two tasks and a tool call (F16 GGUF for llama.cpp, a HF folder for
+  vLLM/SGLang);
 * ``demo:Q4_K_M`` — the same model quantized by ``llama-quantize`` (Q8_0, Q6_K, Q5_K_M, Q4_K_M, Q4_0, Q3_K_M, Q2_K);
 * ``demo+lora-opposite``, ``demo+lora-next`` (or ``demo+loras`` for both) — with LoRA adapters loaded;
   a request applies one by naming it (:func:`evaluate` does that for you);
@@ -19,30 +20,22 @@ from pathlib import Path
 
 from ..errors import ModelNotFound
 from ..paths import cache_dir
-from .tasks import ADAPTERS, TASKS
+from ..sources import ModelFiles
+from .tasks import ADAPTERS, TASKS, TOOL_TASKS
 
 QUANT_TYPES: tuple[str, ...] = ("Q8_0", "Q6_K", "Q5_K_M", "Q4_K_M", "Q4_0", "Q3_K_M", "Q2_K")
 
 from .builder import Artefacts, BuildReport, artefacts, build
-from .scoring import EvalResult, QuantTable, evaluate, quant_table
+from .scoring import EvalResult, QuantTable, ToolChat, chat_with_tools, evaluate, quant_table
 
 __all__ = [
-    "ADAPTERS", "QUANT_TYPES", "TASKS", "Artefacts", "BuildReport", "DemoModel", "EvalResult", "QuantTable",
-    "artefacts", "build", "evaluate", "is_demo_name", "parse_name", "quant_table", "resolve_model",
-    "tiny_gguf",
+    "ADAPTERS", "QUANT_TYPES", "TASKS", "TOOL_TASKS", "Artefacts", "BuildReport", "DemoModel", "EvalResult",
+    "QuantTable", "ToolChat", "artefacts", "build", "chat_with_tools", "evaluate", "is_demo_name", "parse_name",
+    "quant_table", "resolve_model", "tiny_gguf",
 ]
 
 
-@dataclass(frozen=True)
-class DemoModel:
-    """A demo model in one format: the path an engine loads, its served name, its LoRA adapters.
-
-    ``loras``: (name, path) pairs — GGUF LoRA files for fmt "gguf", PEFT folders for fmt "hf".
-    """
-
-    path: Path
-    served_name: str
-    loras: tuple[tuple[str, str], ...] = ()
+DemoModel = ModelFiles  # a demo model in one format: path, served name, LoRA adapters
 
 
 @dataclass(frozen=True)
@@ -87,10 +80,12 @@ def tiny_gguf() -> Path:
     return path if path.is_file() else write_tiny_gguf(path)
 
 
-def resolve_model(model: str, fmt: str) -> DemoModel | None:
+def resolve_model(model: str, fmt: str, *, prepare: bool = True) -> DemoModel | None:
     """The files behind a demo model name in format ``fmt`` ("gguf" or "hf"), or None for other names.
 
-    Builds the trained model first when it is missing (progress is printed).
+    Builds the trained model first when it is missing (progress is printed) — unless ``prepare`` is
+    False: then nothing is built, and the paths the files will have come back with ``ready=False``.
+    This is the demo package's model source (:mod:`servekit.sources`).
     """
     if not is_demo_name(model):
         return None
@@ -105,10 +100,13 @@ def resolve_model(model: str, fmt: str) -> DemoModel | None:
         raise ModelNotFound(f"{model!r} is a GGUF quantization for llama.cpp; vLLM and SGLang serve `demo` "
                             "(the HF folder) and quantize it with their own `quantization=` option.")
     art = artefacts()
-    if not (art.has_gguf() if fmt == "gguf" else art.has_hf()):
+    ready = art.has_gguf() if fmt == "gguf" else art.has_hf()
+    if not ready and prepare:
         build(gguf=fmt == "gguf")
+        ready = True
     if fmt == "gguf":
         loras = tuple((a, str(art.lora_gguf(a))) for a in name.adapters)
-        return DemoModel(path=art.gguf(name.quant), served_name=model, loras=loras)
-    return DemoModel(path=art.hf_dir, served_name=model, loras=tuple((a, str(art.lora_dir(a))) for a in name.adapters))
+        return DemoModel(path=art.gguf(name.quant), served_name=model, loras=loras, ready=ready)
+    return DemoModel(path=art.hf_dir, served_name=model, loras=tuple((a, str(art.lora_dir(a))) for a in name.adapters),
+                     ready=ready)
 

@@ -27,7 +27,7 @@ from . import QUANT_TYPES, tasks
 
 Progress = Callable[[str], None]
 
-BUILD_VERSION = "trained-5"  # bump when anything that changes the artefacts changes
+BUILD_VERSION = "trained-6"  # bump when anything that changes the artefacts changes
 ENV_KEY = "1"  # bump when the build environment's packages change
 TRAIN_STEPS = 1000
 # Peak learning rate. 2e-3 left 3-digit addition at 0-36 % after 1000-1500 steps (and 3e-3 learned nothing);
@@ -55,6 +55,8 @@ class Artefacts:
     hf_marker = property(lambda self: self.root / "hf.json")
     gguf_marker = property(lambda self: self.root / "gguf.json")
     log_path = property(lambda self: self.root / "build.log")
+    checks_path = property(lambda self: self.root / "tokenizer-checks.json",
+                           doc="Prompts of every task with the text and token ids the model was trained on.")
 
     def gguf(self, quant: str = "F16") -> Path:
         """The model as GGUF: ``F16`` or one of :data:`QUANT_TYPES`."""
@@ -246,6 +248,7 @@ def _build_hf(art: Artefacts, display: Display) -> None:
     staging = art.root / ".hf-partial"
     for stale in (staging, art.hf_dir, art.root / "lora"):
         shutil.rmtree(stale, ignore_errors=True)
+    art.checks_path.unlink(missing_ok=True)
     display.message(f"training the demo model ({TRAIN_STEPS} steps) and {len(tasks.ADAPTERS)} LoRA adapters …")
     cmd = [str(python), str(Path(__file__).with_name("_worker.py")), str(staging), "--seed", str(SEED),
            "--steps", str(TRAIN_STEPS), "--lr", str(LEARNING_RATE), "--lora-steps", str(LORA_STEPS)]
@@ -255,6 +258,7 @@ def _build_hf(art: Artefacts, display: Display) -> None:
     summary = json.loads((staging / "worker.json").read_text())
     staging.joinpath("hf").rename(art.hf_dir)
     staging.joinpath("lora").rename(art.root / "lora")
+    staging.joinpath(art.checks_path.name).replace(art.checks_path)
     shutil.rmtree(staging)
     for name in tasks.ADAPTERS:  # point each adapter at its base model where it now lives
         config_path = art.lora_dir(name) / "adapter_config.json"

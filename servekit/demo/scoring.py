@@ -8,6 +8,7 @@ quantized model can keep its answers while growing less sure of them, and this s
 from __future__ import annotations
 
 import html
+import json
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -19,6 +20,7 @@ if TYPE_CHECKING:
     from ..server import Server
 
 MAX_TOKENS = 16
+TOOL_MAX_TOKENS = 48  # a tool call is about 30 tokens
 
 
 @dataclass
@@ -46,7 +48,7 @@ class TaskScore:
     @property
     def accuracy(self) -> float:
         """Share of exactly right answers."""
-        return sum(tasks.is_correct(self.task, a.prompt, a.output) for a in self.answers) / max(self.n, 1)
+        return sum(tasks.score(self.task, a.expected, a.output) for a in self.answers) / max(self.n, 1)
 
     def share(self, behaviour: str) -> float:
         """Share of answers that show ``behaviour`` (a task or an adapter: ``opposite``, ``next``)."""
@@ -68,7 +70,7 @@ class TaskScore:
 
     def failures(self, k: int = 5) -> list[Answer]:
         """A few wrong answers, to look at."""
-        return [a for a in self.answers if not tasks.is_correct(self.task, a.prompt, a.output)][:k]
+        return [a for a in self.answers if not tasks.score(self.task, a.expected, a.output)][:k]
 
 
 @dataclass
@@ -125,7 +127,9 @@ def evaluate(
 
     ``adapter``: apply this LoRA adapter (``opposite`` or ``next``) to every request; the result's
     ``adapter_share`` is then the share of answers showing its behaviour. ``task``: ``reverse``, ``add``
-    or both (default: both, or ``reverse`` with an adapter).
+    or both (default: both, or ``reverse`` with an adapter), or a tool task — ``tool_call`` (the reply's
+    ``tool_calls``) or ``tool_answer`` (the answer after the tool's result) — which needs a server started
+    with ``tool_parser=`` (``"hermes"`` for vLLM and llama.cpp, ``"qwen25"`` for SGLang).
     """
     if adapter is not None and adapter not in tasks.ADAPTERS:
         raise ValueError(f"unknown adapter {adapter!r}; the demo adapters are {', '.join(tasks.ADAPTERS)}")
@@ -148,8 +152,8 @@ def _task_list(task: str | Sequence[str] | None, adapter: str | None) -> list[st
         return [tasks.ADAPTER_TASK] if adapter else list(tasks.TASKS)
     names = [task] if isinstance(task, str) else list(task)
     for name in names:
-        if name not in tasks.TASKS:
-            raise ValueError(f"unknown task {name!r}; the demo tasks are {', '.join(tasks.TASKS)}")
+        if name not in tasks.ALL_TASKS:
+            raise ValueError(f"unknown task {name!r}; the demo tasks are {', '.join(tasks.ALL_TASKS)}")
     return names
 
 
@@ -163,12 +167,16 @@ def request_options(server: Server, adapter: str | None) -> dict[str, Any]:
 
 def _ask(client: Any, options: dict[str, Any], example: tasks.Example, logprobs: bool) -> Answer:
     extra: dict[str, Any] = {"top_logprobs": 2} if logprobs else {}
+    tools = example.tools()
+    if tools:
+        extra["tools"] = tools
     reply = client.chat.completions.create(
-        model=options["model"], messages=example.messages(), max_tokens=MAX_TOKENS, temperature=0.0,
-        logprobs=logprobs or None, extra_body=options.get("extra_body") or None, **extra,
+        model=options["model"], messages=example.messages(), temperature=0.0,
+        max_tokens=TOOL_MAX_TOKENS if tools else MAX_TOKENS, logprobs=logprobs or None,
+        extra_body=options.get("extra_body") or None, **extra,
     )
     choice = reply.choices[0]
-    answer = Answer(example.prompt, example.answer, choice.message.content or "")
+    answer = Answer(example.prompt, example.answer, reply_text(choice.message))
     content = getattr(choice.logprobs, "content", None) or []
     for token in content:
         top = sorted((t.logprob for t in (token.top_logprobs or [])), reverse=True)
@@ -176,6 +184,58 @@ def _ask(client: Any, options: dict[str, Any], example: tasks.Example, logprobs:
             answer.margins.append(top[0] - top[1])
         answer.logprobs.append(token.logprob)
     return answer
+
+
+def reply_text(message: Any) -> str:
+    """A reply as text: its ``tool_calls`` written back in the model's own format, else its content."""
+    calls = getattr(message, "tool_calls", None) or []
+    if not calls:
+        return message.content or ""
+    texts = []
+    for call in calls:
+        try:
+            texts.append(tasks.format_tool_call(call.function.name, json.loads(call.function.arguments)))
+        except ValueError:  # arguments that are not JSON: kept as they came, so the answer scores wrong
+            texts.append(f"<tool_call>\n{call.function.name} {call.function.arguments}\n</tool_call>")
+    return "\n".join(texts)
+
+
+@dataclass
+class ToolChat:
+    """One agent loop: the messages exchanged, the tool calls made, and the final answer."""
+
+    messages: list[dict[str, Any]]
+    calls: list[tuple[str, dict[str, Any]]]
+    results: list[str]
+    answer: str
+
+
+def chat_with_tools(server: Server, prompt: str, max_rounds: int = 3, **create: Any) -> ToolChat:
+    """Ask ``prompt`` with the demo tools; run each call the model makes (:func:`tasks.run_tool`) and send its
+    result back, until the model answers in text — the loop of an agent, for real, on a tiny model.
+
+    ``create``: more arguments for ``chat.completions.create`` (``extra_body=…``).
+    """
+    messages: list[dict[str, Any]] = [{"role": "user", "content": prompt}]
+    calls: list[tuple[str, dict[str, Any]]] = []
+    results: list[str] = []
+    with server.client(max_retries=2, timeout=120) as client:
+        for _ in range(max_rounds):
+            reply = client.chat.completions.create(model=server.model, messages=messages, tools=list(tasks.TOOLS),
+                                                   temperature=0.0, max_tokens=TOOL_MAX_TOKENS, **create)
+            message = reply.choices[0].message
+            if not message.tool_calls:
+                return ToolChat(messages, calls, results, message.content or "")
+            messages.append({"role": "assistant", "content": message.content or "",
+                             "tool_calls": [c.model_dump(include={"id", "type", "function"})
+                                            for c in message.tool_calls]})
+            for call in message.tool_calls:
+                arguments = json.loads(call.function.arguments)
+                result = tasks.run_tool(call.function.name, arguments)
+                calls.append((call.function.name, arguments))
+                results.append(result)
+                messages.append({"role": "tool", "tool_call_id": call.id, "content": result})
+    return ToolChat(messages, calls, results, "")
 
 
 # -- the quantization table ----------------------------------------------------------------------

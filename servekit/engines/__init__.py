@@ -6,16 +6,16 @@ import importlib
 from functools import cache
 
 from ..errors import UnknownEngine
-from .base import Availability, Engine, EngineBase, LaunchContext, LoraInfo, Request
+from .base import Availability, Engine, EngineBase, Launch, LaunchContext, LoraInfo, Request, WebPage
 
-__all__ = ["Availability", "Engine", "EngineBase", "LaunchContext", "LoraInfo", "Request", "engine_names", "get_engine"]
+__all__ = ["Availability", "Engine", "EngineBase", "Launch", "LaunchContext", "LoraInfo", "Request", "WebPage",
+           "engine_names", "get_engine"]
 
 _BUILTIN = {
     "llamacpp": "servekit.engines.llamacpp:LlamaCppEngine",
     "vllm": "servekit.engines.vllm:VllmEngine",
     "sglang": "servekit.engines.sglang:SglangEngine",
 }
-_ALIASES = {"llama.cpp": "llamacpp", "llama-cpp": "llamacpp", "llama_cpp": "llamacpp", "llama-server": "llamacpp"}
 
 
 def _load(target: str) -> Engine:
@@ -36,11 +36,16 @@ def engine_names() -> list[str]:
 
 
 def get_engine(name: str) -> Engine:
-    """The engine registered as ``name`` (case-insensitive; ``llama.cpp`` is an alias of ``llamacpp``)."""
-    key = _ALIASES.get(name.lower(), name.lower())
-    if key not in _BUILTIN and key not in _entry_points():
-        raise UnknownEngine(f"Unknown engine {name!r}. Choose one of: {', '.join(engine_names())}.")
-    return _engine(key)
+    """The engine registered as ``name``, or declaring it among its ``aliases`` (case-insensitive;
+    ``_`` and ``-`` alike: ``llama.cpp``, ``llama-cpp`` and ``llama-server`` all name ``llamacpp``)."""
+    key = name.lower().replace("_", "-")
+    if key in _BUILTIN or key in _entry_points():
+        return _engine(key)
+    for candidate in engine_names():
+        engine = _engine(candidate)
+        if key in {alias.lower().replace("_", "-") for alias in engine.aliases}:
+            return engine
+    raise UnknownEngine(f"Unknown engine {name!r}. Choose one of: {', '.join(engine_names())}.")
 
 
 @cache

@@ -17,8 +17,10 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+from .. import sources
 from ..envs import create_env, env_python
 from ..errors import EngineNotInstalled, InvalidSpec, ModelNotFound
+from ..sources import ModelFiles
 from ..spec import ServeSpec
 from .base import Availability, EngineBase, LoraInfo, Progress, Request
 
@@ -34,6 +36,24 @@ _VERSION_CODE = (
     "cpu = v(name + '-cpu')\n"
     "print(v(name) or (cpu + '+cpu' if cpu else None) or ('unknown' if u.find_spec(name) else ''))"
 )
+
+
+def installed_here(package: str) -> bool:
+    """True when ``package`` is installed in this Python's environment — as a distribution, not a folder of
+    that name that happens to sit in the working directory (which ``find_spec`` would also find)."""
+    import importlib.metadata
+
+    spec = importlib.util.find_spec(package)
+    if spec is None or spec.origin is None:  # absent, or a plain folder (namespace package)
+        return False
+    for name in (package, f"{package}-cpu"):
+        try:
+            dist = importlib.metadata.distribution(name)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+        installed = Path(str(dist.locate_file(f"{package}/__init__.py")))
+        return installed.resolve() == Path(spec.origin).resolve()
+    return False
 
 
 def has_gpu_device() -> bool:
@@ -81,7 +101,7 @@ class PythonEnvEngine(EngineBase):
         override = os.environ.get(self.python_env_var)
         if override:
             return Path(override), self.python_env_var
-        if importlib.util.find_spec(self.package) is not None:
+        if installed_here(self.package):
             return Path(sys.executable), "this Python"
         own = self.cpu_env_python()
         return (own, f"servekit's {self.cpu_env_name} environment") if own else None
@@ -156,10 +176,10 @@ class PythonEnvEngine(EngineBase):
     def health_headers(self, api_key: str | None) -> dict[str, str]:
         return {"Authorization": f"Bearer {api_key}"} if api_key else {}
 
-    def lora_list(self) -> Request:
+    def _list_request(self) -> Request:
         return Request("GET", "/v1/models")
 
-    def parse_loras(self, payload: Any) -> list[LoraInfo]:
+    def _parse_loras(self, payload: Any) -> list[LoraInfo]:
         """Adapters are the ``/v1/models`` entries with a parent (the base model)."""
         items = payload.get("data", []) if isinstance(payload, dict) else []
         return [
@@ -169,11 +189,9 @@ class PythonEnvEngine(EngineBase):
         ]
 
 
-def demo_hf_model(model: str) -> Any:
-    """The demo model's Hugging Face export (and PEFT adapters) for a demo name, or None for other names."""
-    from ..demo import resolve_model
-
-    return resolve_model(model, "hf")
+def named_hf_model(model: str, prepare: bool = True) -> ModelFiles | None:
+    """The Hugging Face folder (and PEFT adapters) behind a source's name (``demo``), or None for other names."""
+    return sources.resolve(model, "hf", prepare=prepare)
 
 
 def check_hf_model(model: str, engine: str) -> str:

@@ -48,6 +48,27 @@ class LaunchContext:
 
 
 @dataclass(frozen=True)
+class Launch:
+    """How to start one server: its command line and the environment it adds.
+
+    The API key travels in ``env`` or in a file of the private run directory — never in ``command``,
+    which every local user can read (``ps``)."""
+
+    command: list[str]
+    env: dict[str, str]
+
+
+@dataclass(frozen=True)
+class WebPage:
+    """An engine's own web page for people (a chat page): where it is, and one line about it.
+
+    ``url`` is None when the engine (or this build of it) has none; ``note`` then says why."""
+
+    url: str | None
+    note: str = ""
+
+
+@dataclass(frozen=True)
 class LoraInfo:
     """A LoRA adapter as the server reports it."""
 
@@ -72,13 +93,30 @@ class Engine(Protocol):
 
     def available(self) -> Availability: ...
 
-    def resolve(self, spec: ServeSpec) -> ServeSpec:
-        """Check and complete a spec (model path, defaults) before anything starts."""
+    def resolve(self, spec: ServeSpec, *, prepare: bool = True) -> ServeSpec:
+        """Check and complete a spec (model path, defaults) before anything starts.
+
+        ``prepare=False`` (``servekit check``): never build or download a model to do so."""
         ...
 
-    def command(self, spec: ServeSpec) -> list[str]: ...
+    def command(self, spec: ServeSpec) -> list[str]:
+        """The engine's command line for a resolved spec, without the API key."""
+        ...
 
     def environment(self, spec: ServeSpec, ctx: LaunchContext) -> dict[str, str]: ...
+
+    def launch(self, spec: ServeSpec, ctx: LaunchContext) -> Launch:
+        """Command and environment that start the server, with the API key delivered out of the command line."""
+        ...
+
+    def recognise(self, http: httpx.Client, metrics_text: str) -> bool:
+        """True when the server at ``http`` (with its ``/metrics`` text, maybe empty) is this engine."""
+        ...
+
+    def identify(self, http: httpx.Client, served_name: str) -> str | None:
+        """None when the server answering at ``http`` is the one started (it takes this key and serves
+        ``served_name``); else why not."""
+        ...
 
     def validate(self, spec: ServeSpec) -> str | None:
         """Check the command line with the engine's own parser where installed; a short report, or InvalidSpec.
@@ -94,14 +132,6 @@ class Engine(Protocol):
 
     def health_headers(self, api_key: str | None) -> dict[str, str]: ...
 
-    def lora_load(self, name: str, path: str) -> Request: ...
-
-    def lora_unload(self, name: str) -> Request: ...
-
-    def lora_list(self) -> Request: ...
-
-    def parse_loras(self, payload: Any) -> list[LoraInfo]: ...
-
     def load_lora(self, http: httpx.Client, name: str, path: str) -> None: ...
 
     def unload_lora(self, http: httpx.Client, name: str) -> None: ...
@@ -112,7 +142,15 @@ class Engine(Protocol):
         """``model`` and ``extra_body`` for one OpenAI request that applies ``adapter`` (None: the base model)."""
         ...
 
-    def web_ui_note(self, url: str) -> str | None: ...
+    def web_ui(self, url: str) -> WebPage:
+        """The engine's web page for a server at ``url`` (its root URL)."""
+        ...
+
+    def extra_metrics(self, http: httpx.Client, command: tuple[str, ...] = ()) -> dict[str, float]:
+        """One sample of numbers beyond ``/metrics`` (keys: MetricsRecorder columns), e.g. from llama.cpp's ``/slots``.
+
+        ``http`` is rooted at the server with its key; ``command`` is its command line when servekit started it."""
+        ...
 
     def install(self, progress: Progress | None = None, force: bool = False, variant: str | None = None) -> str: ...
 
@@ -130,11 +168,43 @@ class EngineBase:
     metric_names: Mapping[str, str] = {}
     pip_extra: str = ""
 
-    def resolve(self, spec: ServeSpec) -> ServeSpec:
+    def resolve(self, spec: ServeSpec, *, prepare: bool = True) -> ServeSpec:
         return spec
 
     def environment(self, spec: ServeSpec, ctx: LaunchContext) -> dict[str, str]:
         return {"TMPDIR": str(ctx.run_dir / "tmp")}
+
+    def launch(self, spec: ServeSpec, ctx: LaunchContext) -> Launch:
+        if spec.api_key:
+            raise NotImplementedError(f"{self.display_name} has no way to receive an API key off its command line.")
+        return Launch(self.command(spec), self.environment(spec, ctx))
+
+    def recognise(self, http: httpx.Client, metrics_text: str) -> bool:
+        """Its metric families in ``/metrics`` (``vllm:…``), or :meth:`_own_endpoint` answering as this engine."""
+        prefixes = {name.split(":", 1)[0] + ":" for name in self.metric_names.values() if ":" in name}
+        if any(line.startswith(tuple(prefixes)) for line in metrics_text.splitlines() if not line.startswith("#")):
+            return True
+        return self._own_endpoint(http)
+
+    def _own_endpoint(self, http: httpx.Client) -> bool:
+        """Whether an endpoint only this engine has answers (for servers with metrics off)."""
+        return False
+
+    def identify(self, http: httpx.Client, served_name: str) -> str | None:
+        """Checks ``GET /v1/models`` with the key: 200, and ``served_name`` among the model ids."""
+        try:
+            response = http.get("/v1/models")
+        except Exception as exc:  # noqa: BLE001 - any transport error means "not (yet) identified"
+            return f"GET /v1/models failed: {exc}"
+        if response.status_code == 401:
+            return "it answers with another API key"
+        if response.status_code != 200:
+            return f"GET /v1/models answered {response.status_code}"
+        try:
+            ids = [str(item.get("id")) for item in response.json().get("data", [])]
+        except (ValueError, AttributeError):
+            return "GET /v1/models answered something that is not a model list"
+        return None if served_name in ids else f"it serves {', '.join(ids) or 'no model'}, not {served_name!r}"
 
     def validate(self, spec: ServeSpec) -> str | None:
         return None
@@ -151,38 +221,86 @@ class EngineBase:
     def health_headers(self, api_key: str | None) -> dict[str, str]:
         return {}
 
-    def lora_load(self, name: str, path: str) -> Request:
-        raise NotImplementedError(f"{self.display_name} cannot load LoRA adapters at run time.")
-
-    def lora_unload(self, name: str) -> Request:
-        raise NotImplementedError(f"{self.display_name} cannot unload LoRA adapters at run time.")
-
-    def lora_list(self) -> Request:
-        raise NotImplementedError(f"{self.display_name} cannot list LoRA adapters.")
-
-    def parse_loras(self, payload: Any) -> list[LoraInfo]:
-        return []
-
+    # Runtime LoRA, one way: the three performers below. Engines whose adapter API is one HTTP call each
+    # only say which call (the ``_*_request`` builders) and how to read the list (``_parse_loras``).
     def load_lora(self, http: httpx.Client, name: str, path: str) -> None:
-        send(http, self.lora_load(name, path))
+        send(http, self._load_request(name, path))
 
     def unload_lora(self, http: httpx.Client, name: str) -> None:
-        send(http, self.lora_unload(name))
+        send(http, self._unload_request(name))
 
     def list_loras(self, http: httpx.Client) -> list[LoraInfo]:
-        return self.parse_loras(send(http, self.lora_list()))
+        return self._parse_loras(send(http, self._list_request()))
+
+    def _load_request(self, name: str, path: str) -> Request:
+        raise NotImplementedError(f"{self.display_name} cannot load LoRA adapters at run time.")
+
+    def _unload_request(self, name: str) -> Request:
+        raise NotImplementedError(f"{self.display_name} cannot unload LoRA adapters at run time.")
+
+    def _list_request(self) -> Request:
+        raise NotImplementedError(f"{self.display_name} cannot list LoRA adapters.")
+
+    def _parse_loras(self, payload: Any) -> list[LoraInfo]:
+        return []
 
     def lora_request_options(self, served_model: str, adapter: str | None, loras: list[LoraInfo]) -> dict[str, Any]:
         return {"model": adapter or served_model, "extra_body": {}}  # vLLM and SGLang serve adapters as models
 
-    def web_ui_note(self, url: str) -> str | None:
-        return None
+    def web_ui(self, url: str) -> WebPage:
+        return WebPage(None)
+
+    def extra_metrics(self, http: httpx.Client, command: tuple[str, ...] = ()) -> dict[str, float]:
+        return {}  # everything this engine reports is in /metrics
 
     def install(self, progress: Progress | None = None, force: bool = False, variant: str | None = None) -> str:
         raise NotImplementedError(f"servekit cannot install {self.display_name}; {self.available().install_hint}")
 
     def available(self) -> Availability:  # pragma: no cover - every engine overrides it
         raise NotImplementedError
+
+    # -- load generation (servekit.bench) ---------------------------------------------------
+    # Defaults are plain OpenAI: usage only in the last chunk, no way to force the output length,
+    # no tokenizer endpoint. Engines override what they have.
+    def bench_body(self, max_tokens: int | None, exact_output: bool) -> dict[str, Any]:
+        """Extra body fields of one streamed benchmark request: usage in the stream (per chunk where the
+        engine can) and, with ``exact_output``, what makes the server generate exactly ``max_tokens``."""
+        return {"stream_options": {"include_usage": True}}
+
+    def bench_exact_output(self) -> bool:
+        """True when :meth:`bench_body` can make the output exactly ``max_tokens`` long."""
+        return False
+
+    def bench_chunk_tokens(self, chunk: Mapping[str, Any]) -> int | None:
+        """Output tokens generated so far, as one streamed chunk reports them; None when it does not say."""
+        return None
+
+    def tokenize_request(self, model: str, text: str, add_special: bool) -> Request | None:
+        """The call that tokenizes ``text`` on the server (None: the engine has no such endpoint)."""
+        return None
+
+    def tokenize_count(self, payload: Any) -> int:
+        """The number of tokens in the answer to :meth:`tokenize_request`."""
+        raise NotImplementedError(f"{self.display_name or 'this server'} has no tokenizer endpoint.")
+
+
+def write_secret(path: Path, text: str) -> Path:
+    """Write ``text`` to a new file only this user can read (0600); return its path."""
+    import os
+
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(text)
+    return path
+
+
+def answers_json(http: httpx.Client, path: str, key: str) -> bool:
+    """True when ``GET path`` answers 200 with a JSON object holding ``key``."""
+    try:
+        response = http.get(path)
+        return response.status_code == 200 and key in response.json()
+    except Exception:  # noqa: BLE001 - any failure means "not this engine"
+        return False
 
 
 def has_flag(args: Sequence[str], flag: str) -> bool:

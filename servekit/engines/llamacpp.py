@@ -20,10 +20,22 @@ from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .. import sources
 from ..errors import BuildError, EngineRequestError, InvalidSpec, ModelNotFound
 from ..paths import cache_dir
 from ..spec import ServeSpec
-from .base import Availability, EngineBase, LaunchContext, LoraInfo, Progress, has_flag
+from .base import (
+    Availability,
+    EngineBase,
+    Launch,
+    LaunchContext,
+    LoraInfo,
+    Progress,
+    WebPage,
+    answers_json,
+    has_flag,
+    write_secret,
+)
 
 if TYPE_CHECKING:
     import httpx
@@ -96,7 +108,7 @@ class LlamaCppEngine(EngineBase):
     """llama.cpp's ``llama-server``."""
 
     name = "llamacpp"
-    aliases = ("llama.cpp", "llama-server")
+    aliases = ("llama.cpp", "llama-cpp", "llama-server")
     display_name = "llama-server"
     default_port = 8080
     health_path = "/health"
@@ -131,12 +143,12 @@ class LlamaCppEngine(EngineBase):
         return str(build_llama_cpp(progress=progress, force=force))
 
     # -- spec -> command line --------------------------------------------------------------
-    def resolve(self, spec: ServeSpec) -> ServeSpec:
+    def resolve(self, spec: ServeSpec, *, prepare: bool = True) -> ServeSpec:
         for field_name, why in (("dtype", "the dtype is fixed by the GGUF file: pick another GGUF file"),
                                 ("memory_fraction", "llama-server has no memory-fraction setting: use --ctx and --parallel")):
             if getattr(spec, field_name) is not None:
                 raise InvalidSpec(f"{field_name} does not apply to llama.cpp: {why}.")
-        model, served, loras = _resolve_model(spec.model, spec.quantization)
+        model, served, loras = _resolve_model(spec.model, spec.quantization, prepare)
         for lora_name, lora_path in spec.loras:
             if not Path(lora_path).expanduser().is_file():
                 raise ModelNotFound(f"LoRA adapter {lora_name!r}: {lora_path} is not a file (llama-server needs a GGUF LoRA).")
@@ -154,8 +166,6 @@ class LlamaCppEngine(EngineBase):
         cmd += ["--host", spec.host]
         if spec.port is not None:
             cmd += ["--port", str(spec.port)]
-        if spec.api_key:
-            cmd += ["--api-key", spec.api_key]
         cmd += ["--alias", self.served_name(spec)]
         if spec.ctx:
             cmd += ["-c", str(spec.ctx)]
@@ -186,6 +196,34 @@ class LlamaCppEngine(EngineBase):
     def environment(self, spec: ServeSpec, ctx: LaunchContext) -> dict[str, str]:
         return {"TMPDIR": str(ctx.run_dir / "tmp")}
 
+    def launch(self, spec: ServeSpec, ctx: LaunchContext) -> Launch:
+        """The key goes into a 0600 file of the private run directory (``--api-key-file``)."""
+        command = self.command(spec)
+        if spec.api_key:
+            command += ["--api-key-file", str(write_secret(ctx.run_dir / "api-key", spec.api_key + "\n"))]
+        return Launch(command, self.environment(spec, ctx))
+
+    def validate(self, spec: ServeSpec) -> str:
+        """Run llama-server's own argument parser on the command line servekit would run.
+
+        llama-server parses every flag before it loads a model, so it is started with the model swapped
+        for a file that does not exist, on a free loopback port: a bad flag ends it with llama-server's
+        own "invalid argument" message; a good command line gets as far as loading the model and stops
+        there (no model is built, read or served)."""
+        resolved = self.resolve(spec, prepare=False)
+        with tempfile.TemporaryDirectory(prefix="servekit-check-") as tmp:
+            probe = resolved.replace(model=str(Path(tmp) / "servekit-check-no-model.gguf"), host="127.0.0.1",
+                                     port=_free_port(), api_key=None,
+                                     loras=tuple((n, str(Path(tmp) / f"{n}.gguf")) for n, _ in resolved.loras))
+            for _, path in probe.loras:
+                Path(path).write_bytes(b"")  # exists, so the parser accepts it; never loaded
+            try:
+                out = subprocess.run(self.command(probe), capture_output=True, text=True, timeout=60, cwd=tmp,
+                                     env={**os.environ, "TMPDIR": tmp}, stdin=subprocess.DEVNULL, check=False)
+            except subprocess.TimeoutExpired as exc:
+                raise InvalidSpec("llama-server's argument check did not finish within 60 s.") from exc
+        return _parse_check(out.stdout + out.stderr, self.command(resolved))
+
     def served_name(self, spec: ServeSpec) -> str:
         return spec.served_name or Path(spec.model).stem
 
@@ -198,12 +236,15 @@ class LlamaCppEngine(EngineBase):
             return "llama-server rejected a flag: see `llama-server --help` for the flags this build knows."
         return super().diagnose(log_tail)
 
-    def web_ui_note(self, url: str) -> str | None:
+    def _own_endpoint(self, http: httpx.Client) -> bool:
+        return answers_json(http, "/props", "default_generation_settings")
+
+    def web_ui(self, url: str) -> WebPage:
         binary = _find_binary("llama-server", "SERVEKIT_LLAMA_SERVER")
         if binary is not None and _own_binary("llama-server") == binary:
-            return ("API only: servekit's offline build of llama-server has no chat page. For the web UI, install a "
-                    "llama.cpp release build and set SERVEKIT_LLAMA_SERVER to its llama-server.")
-        return f'<a href="{url}/" target="_blank">{url}/</a>'
+            return WebPage(None, "API only: servekit's offline build of llama-server has no chat page. For the web UI, "
+                                 "install a llama.cpp release build and set SERVEKIT_LLAMA_SERVER to its llama-server.")
+        return WebPage(url.rstrip("/") + "/", "llama.cpp's chat page")
 
     # -- LoRA: llama-server loads adapters at start and switches their scales at run time ----
     def list_loras(self, http: httpx.Client) -> list[LoraInfo]:
@@ -244,6 +285,109 @@ class LlamaCppEngine(EngineBase):
                   for name, i, scale in ids]
         return {"model": served_model, "extra_body": {"lora": scales}}
 
+    # -- load generation (servekit.bench) ---------------------------------------------------
+    # tools/server (as vendored in llama-cpp-python 0.3.36): `timings_per_token` puts the slot's stats, `predicted_n` = tokens
+    # generated so far, into every streamed chunk; `ignore_eos` bans every end-of-generation token;
+    # POST /tokenize {"content", "add_special"} answers {"tokens": [...]}. There is no
+    # `continuous_usage_stats`, and /v1/completions puts `usage` into the last chunk *with* its choices.
+    def bench_body(self, max_tokens: int | None, exact_output: bool) -> dict[str, Any]:
+        body: dict[str, Any] = {"stream_options": {"include_usage": True}, "timings_per_token": True}
+        if exact_output:
+            body["ignore_eos"] = True
+        return body
+
+    def bench_exact_output(self) -> bool:
+        return True
+
+    def bench_chunk_tokens(self, chunk: Mapping[str, Any]) -> int | None:
+        timings = chunk.get("timings")
+        return timings.get("predicted_n") if isinstance(timings, dict) else None
+
+    def tokenize_request(self, model: str, text: str, add_special: bool) -> Any:
+        from .base import Request
+
+        return Request("POST", "/tokenize", json={"content": text, "add_special": add_special})
+
+    def tokenize_count(self, payload: Any) -> int:
+        return len(payload["tokens"])
+
+    # -- monitoring (servekit.metrics) ------------------------------------------------------
+    # /metrics has no KV-cache gauge and no latency histograms, and counts a request's generated
+    # tokens only when it ends. GET /slots (servekit passes --slots) has, per slot: "n_ctx" (its
+    # context size), "is_processing", and for its current task "n_prompt_tokens" (tokens in the
+    # slot's KV cache: prompt plus tokens generated so far) and next_token[0].n_decoded.
+    def extra_metrics(self, http: httpx.Client, command: tuple[str, ...] = ()) -> dict[str, float]:
+        """Busy slots, KV-cache use and the tokens running requests have generated, from ``GET /slots``."""
+        response = http.get("/slots")
+        _check(response, "GET /slots")
+        return self.slot_metrics(response.json(), self.kv_pool(command))
+
+    @staticmethod
+    def slot_metrics(slots: list[dict[str, Any]], pool: tuple[bool, int] | None) -> dict[str, float]:
+        """``/slots`` as MetricsRecorder values; ``pool`` is :meth:`kv_pool`'s (shared?, -c tokens) or None."""
+        busy = [slot for slot in slots if slot.get("is_processing")]
+        held = [float(slot.get("n_prompt_tokens") or 0) for slot in busy]
+        sizes = [float(slot.get("n_ctx") or 0) for slot in slots]
+        capacity = 0.0
+        if pool is not None:  # one shared pool: -c (a slot's n_ctx is capped at the model's training context)
+            capacity = max(max(sizes, default=0.0), float(pool[1])) if pool[0] else sum(sizes)
+        fills = [tokens / float(slot["n_ctx"]) for tokens, slot in zip(held, busy) if slot.get("n_ctx")]
+        decoded = [float((slot.get("next_token") or [{}])[0].get("n_decoded") or 0) for slot in busy]
+        return {
+            "slots_busy": float(len(busy)), "slots_total": float(len(slots)),
+            "kv_cache_tokens": sum(held), "kv_cache_usage": sum(held) / capacity if capacity else float("nan"),
+            "slot_context_max": max(fills, default=0.0), "generation_tokens_in_flight": sum(decoded),
+        }
+
+    @staticmethod
+    def kv_pool(command: tuple[str, ...]) -> tuple[bool, int] | None:
+        """(whether all slots share one KV pool, -c rounded up as llama.cpp does) from the server's command
+        line; None when it cannot tell (a server servekit did not start, or --kv-unified-per-slot).
+
+        llama-server shares one pool when asked (-kvu) or when the slot count is automatic (no -np); a
+        slot's n_ctx is then the pool (at most the model's training context), else pool / slots."""
+        if not command or has_flag(command, "--kv-unified-per-slot"):
+            return None
+        unified: bool | None = None
+        options = {"-np": "-1", "-c": "0"}
+        names = {"-np": "-np", "--parallel": "-np", "-c": "-c", "--ctx-size": "-c"}
+        for i, arg in enumerate(command):
+            name, eq, value = arg.partition("=")
+            if arg in ("-kvu", "--kv-unified"):
+                unified = True
+            elif arg in ("-no-kvu", "--no-kv-unified"):
+                unified = False
+            elif name in names and (eq or i + 1 < len(command)):
+                options[names[name]] = value if eq else command[i + 1]
+        shared = unified if unified is not None else options["-np"].strip() == "-1"
+        ctx = int(options["-c"]) if options["-c"].strip().isdigit() else 0
+        return shared, -(-ctx // 256) * 256
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+_CHECK_REJECTED = re.compile(r"^(?:error: )?(invalid argument: .*|error while handling argument .*|.*unknown argument.*)$",
+                             re.MULTILINE | re.IGNORECASE)
+_CHECK_REACHED_MODEL = ("servekit-check-no-model.gguf", "failed to load model", "failed to open", "loading model")
+
+
+def _parse_check(output: str, command: list[str]) -> str:
+    """llama-server's verdict on its command line, from what it printed before loading the model."""
+    rejected = _CHECK_REJECTED.search(output)
+    if rejected:
+        raise InvalidSpec(f"llama-server rejects this command line: {rejected.group(1).strip()} "
+                          "(`llama-server --help` lists the flags this build knows).")
+    if any(marker in output for marker in _CHECK_REACHED_MODEL):
+        return "llama-server's parser accepts: " + " ".join(command)
+    tail = "\n".join(output.strip().splitlines()[-5:])
+    raise InvalidSpec(f"llama-server stopped before it reached the model; its last lines:\n{tail}")
+
 
 def _erase_slots(http: httpx.Client) -> None:
     """Drop every idle slot's cached prompt: it was computed under the old adapter scales."""
@@ -269,12 +413,12 @@ def _same_file(a: str | None, b: str) -> bool:
     return bool(a) and Path(str(a)).resolve() == Path(b).expanduser().resolve()
 
 
-def _resolve_model(model: str, quantization: str | None) -> tuple[str, str, tuple[tuple[str, str], ...]]:
-    """(model argument, served name, LoRA adapters) for a demo name, a local GGUF, or a Hugging Face repo."""
-    from .. import demo
-
-    demo_name = model if not quantization or ":" in model else f"{model}:{quantization}"
-    found = demo.resolve_model(demo_name, "gguf")
+def _resolve_model(model: str, quantization: str | None,
+                   prepare: bool = True) -> tuple[str, str, tuple[tuple[str, str], ...]]:
+    """(model argument, served name, LoRA adapters) for a source's name (``demo:Q4_K_M``), a local GGUF,
+    or a Hugging Face repo."""
+    named = model if not quantization or ":" in model else f"{model}:{quantization}"
+    found = sources.resolve(named, "gguf", prepare=prepare)
     if found is not None:
         return str(found.path), found.served_name, tuple(found.loras)
     path = Path(model).expanduser()

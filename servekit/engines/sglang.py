@@ -22,13 +22,16 @@ import subprocess
 import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..envs import cpu_torch_requirements
 from ..errors import EngineNotInstalled, InvalidSpec
 from ..spec import ServeSpec
-from ._pyenv import PythonEnvEngine, check_hf_model, demo_hf_model, last_lines, settings_report
-from .base import LaunchContext, Progress, Request, has_flag
+from ._pyenv import PythonEnvEngine, check_hf_model, last_lines, named_hf_model, settings_report
+from .base import Launch, LaunchContext, Progress, Request, answers_json, has_flag
+
+if TYPE_CHECKING:
+    import httpx
 
 log = logging.getLogger(__name__)
 
@@ -97,6 +100,15 @@ _CHECK_SCRIPT = Path(__file__).resolve().parent / "_sglang_check.py"
 _ARGPARSE_ERROR = re.compile(r"^[\w.][\w. -]*: error: ", re.MULTILINE)  # "sglang serve: error: ..." (argparse)
 
 
+KEY_ENV = "SERVEKIT_SGLANG_API_KEY"
+_KEY_LAUNCHER = (
+    "import os, runpy, sys; "
+    f"key = os.environ.pop({KEY_ENV!r}); "
+    "sys.argv = ['sglang.launch_server', *sys.argv[1:], '--api-key=' + key]; "
+    "runpy.run_module('sglang.launch_server', run_name='__main__', alter_sys=True)"
+)
+
+
 def cpu_refusal(args: Sequence[str]) -> str | None:
     """Why CPU mode cannot run with these SGLang flags, or None."""
     for arg in args:
@@ -126,6 +138,9 @@ class SglangEngine(PythonEnvEngine):
         "requests_running": "sglang:num_running_reqs",
         "requests_waiting": "sglang:num_queue_reqs",
         "kv_cache_usage": "sglang:token_usage",
+        "kv_cache_tokens": "sglang:num_used_tokens",
+        # generation_tokens_total moves only when a request ends; this one every 40 decode steps
+        "generation_tokens_live_total": 'sglang:realtime_tokens_total{mode="decode"}',
         "prompt_tokens_total": "sglang:prompt_tokens_total",
         "generation_tokens_total": "sglang:generation_tokens_total",
         "ttft_seconds": "sglang:time_to_first_token_seconds",
@@ -141,9 +156,9 @@ class SglangEngine(PythonEnvEngine):
         return cpu_install_steps(progress)
 
     # -- spec -> command line --------------------------------------------------------------
-    def resolve(self, spec: ServeSpec) -> ServeSpec:
+    def resolve(self, spec: ServeSpec, *, prepare: bool = True) -> ServeSpec:
         """Demo names to the demo model's HF export; decide CPU mode; refuse what CPU mode cannot run."""
-        spec = resolve_model(spec)
+        spec = resolve_model(spec, prepare)
         if spec.cpu is None:
             spec = spec.replace(cpu=self.auto_cpu())
         if spec.cpu:
@@ -171,9 +186,6 @@ class SglangEngine(PythonEnvEngine):
     def server_args(self, spec: ServeSpec) -> list[str]:
         """SGLang's own arguments for ``spec`` (what follows ``python -m sglang.launch_server``)."""
         args = ["--model-path", spec.model, "--host", spec.host, "--port", str(spec.port or self.default_port)]
-        if spec.api_key:
-            # a key of the user's that starts with "-" would read as a flag to SGLang's argparse
-            args += [f"--api-key={spec.api_key}"] if spec.api_key.startswith("-") else ["--api-key", spec.api_key]
         args += ["--served-model-name", self.served_name(spec)]
         if spec.dtype:
             args += ["--dtype", spec.dtype]
@@ -208,7 +220,18 @@ class SglangEngine(PythonEnvEngine):
     def command(self, spec: ServeSpec) -> list[str]:
         if spec.cpu:
             self._refuse_on_cpu(spec)
-        return [str(self.python()), "-m", "sglang.launch_server", *self.server_args(spec)]
+        return [str(self.python()), "-P", "-m", "sglang.launch_server", *self.server_args(spec)]
+
+    def launch(self, spec: ServeSpec, ctx: LaunchContext) -> Launch:
+        """SGLang reads its key only from ``--api-key``: a launcher takes it from the environment and adds
+        it to ``sys.argv`` inside the process, so no command line shows it (its children get the parsed
+        arguments through a pipe, not a command line)."""
+        command = self.command(spec)
+        env = self.environment(spec, ctx)
+        if spec.api_key:
+            command = [command[0], "-P", "-c", _KEY_LAUNCHER, *self.server_args(spec)]
+            env[KEY_ENV] = spec.api_key
+        return Launch(command, env)
 
     def environment(self, spec: ServeSpec, ctx: LaunchContext) -> dict[str, str]:
         """Private TMPDIR (removed on stop); in CPU mode the CPU engine switch and the kernel shim."""
@@ -236,8 +259,11 @@ class SglangEngine(PythonEnvEngine):
         with ``--device cpu``, so it needs no GPU; the GPU command line is checked, LoRA included, whatever
         ``spec.cpu`` says. Returns a short report; raises InvalidSpec with SGLang's own message.
         """
-        args = self.server_args(resolve_model(spec).replace(cpu=False)) + ["--device", "cpu"]
+        args = self.server_args(resolve_model(spec, prepare=False).replace(cpu=False)) + ["--device", "cpu"]
         return check_server_args(args, self.python())
+
+    def _own_endpoint(self, http: httpx.Client) -> bool:
+        return answers_json(http, "/server_info", "version") or answers_json(http, "/get_server_info", "version")
 
     # -- diagnosis ---------------------------------------------------------------------------
     def diagnose(self, log_tail: str) -> str | None:
@@ -268,11 +294,34 @@ class SglangEngine(PythonEnvEngine):
         return super().diagnose(log_tail)
 
     # -- LoRA at run time ----------------------------------------------------------------------
-    def lora_load(self, name: str, path: str) -> Request:
+    def _load_request(self, name: str, path: str) -> Request:
         return Request("POST", "/load_lora_adapter", json={"lora_name": name, "lora_path": str(path)})
 
-    def lora_unload(self, name: str) -> Request:
+    def _unload_request(self, name: str) -> Request:
         return Request("POST", "/unload_lora_adapter", json={"lora_name": name})
+
+    # -- load generation (servekit.bench) ---------------------------------------------------
+    # SGLang's OpenAI server (checked on 0.5.23, entrypoints/openai): `stream_options.continuous_usage_stats`
+    # puts the running `usage` into every chunk; `ignore_eos` + `min_tokens` (SGLang's min_new_tokens) make the
+    # output exactly `max_tokens` long; POST /v1/tokenize {"model", "prompt", "add_special_tokens"} -> {"count"}.
+    def bench_body(self, max_tokens: int | None, exact_output: bool) -> dict[str, Any]:
+        body: dict[str, Any] = {"stream_options": {"include_usage": True, "continuous_usage_stats": True}}
+        if exact_output and max_tokens:
+            body.update(ignore_eos=True, min_tokens=max_tokens)
+        return body
+
+    def bench_exact_output(self) -> bool:
+        return True
+
+    def bench_chunk_tokens(self, chunk: Mapping[str, Any]) -> int | None:
+        usage = chunk.get("usage")
+        return usage.get("completion_tokens") if isinstance(usage, dict) else None
+
+    def tokenize_request(self, model: str, text: str, add_special: bool) -> Request | None:
+        return Request("POST", "/v1/tokenize", json={"model": model, "prompt": text, "add_special_tokens": add_special})
+
+    def tokenize_count(self, payload: Any) -> int:
+        return int(payload["count"])
 
 
 # -- helpers (module level so tests and the CLI can use them) -----------------------------------
@@ -341,9 +390,9 @@ def _check_results(stdout: str) -> list[dict[str, Any]]:
     return [json.loads(line.removeprefix(prefix)) for line in stdout.splitlines() if line.startswith(prefix)]
 
 
-def resolve_model(spec: ServeSpec) -> ServeSpec:
+def resolve_model(spec: ServeSpec, prepare: bool = True) -> ServeSpec:
     """A demo name becomes the demo model's Hugging Face export; a local path must be an HF folder."""
-    demo = demo_hf_model(spec.model)
+    demo = named_hf_model(spec.model, prepare)
     if demo is not None:
         return spec.replace(model=str(demo.path), served_name=spec.served_name or demo.served_name)
     return spec.replace(model=check_hf_model(spec.model, "SGLang"))

@@ -26,7 +26,7 @@ import subprocess
 import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..envs import cpu_torch_requirements
 from ..errors import EngineNotInstalled, InvalidSpec, ModelNotFound
@@ -34,11 +34,14 @@ from ..spec import ServeSpec
 from ._pyenv import (
     PythonEnvEngine,
     check_hf_model,
-    demo_hf_model,
+    named_hf_model,
     last_lines,
     settings_report,
 )
-from .base import LaunchContext, Progress, Request, has_flag
+from .base import Launch, LaunchContext, Progress, Request, answers_json, has_flag
+
+if TYPE_CHECKING:
+    import httpx
 
 log = logging.getLogger(__name__)
 
@@ -97,9 +100,9 @@ class VllmEngine(PythonEnvEngine):
             record_flags(python)
 
     # -- spec -> command line --------------------------------------------------------------
-    def resolve(self, spec: ServeSpec) -> ServeSpec:
+    def resolve(self, spec: ServeSpec, *, prepare: bool = True) -> ServeSpec:
         """Demo names to the demo model's HF export, local paths made absolute, CPU defaults chosen."""
-        demo = demo_hf_model(spec.model)
+        demo = named_hf_model(spec.model, prepare)
         if demo is not None:
             spec = spec.replace(
                 model=str(demo.path),
@@ -108,7 +111,8 @@ class VllmEngine(PythonEnvEngine):
             )
         else:
             spec = spec.replace(model=check_hf_model(spec.model, self.display_name))
-        spec = spec.replace(loras=tuple((n, _check_lora_dir(n, p)) for n, p in spec.loras))
+        if demo is None or demo.ready:
+            spec = spec.replace(loras=tuple((n, _check_lora_dir(n, p)) for n, p in spec.loras))
         if spec.loras and spec.max_lora_rank is None:
             rank = _lora_rank(p for _, p in spec.loras)
             if rank is not None:
@@ -125,8 +129,6 @@ class VllmEngine(PythonEnvEngine):
     def server_args(self, spec: ServeSpec) -> list[str]:
         """vLLM's own arguments for ``spec`` (what follows ``python -m vllm.entrypoints.openai.api_server``)."""
         args = ["--model", spec.model, "--host", spec.host, "--port", str(spec.port or self.default_port)]
-        if spec.api_key:
-            args += ["--api-key", spec.api_key]
         args += ["--served-model-name", self.served_name(spec)]
         if spec.dtype:
             args += ["--dtype", spec.dtype]
@@ -152,6 +154,13 @@ class VllmEngine(PythonEnvEngine):
 
     def command(self, spec: ServeSpec) -> list[str]:
         return [str(self.python()), "-m", SERVER_MODULE, *self.server_args(spec)]
+
+    def launch(self, spec: ServeSpec, ctx: LaunchContext) -> Launch:
+        """The key goes in ``VLLM_API_KEY`` (readable only by this user), not on the command line."""
+        env = self.environment(spec, ctx)
+        if spec.api_key:
+            env["VLLM_API_KEY"] = spec.api_key
+        return Launch(self.command(spec), env)
 
     def environment(self, spec: ServeSpec, ctx: LaunchContext) -> dict[str, str]:
         """Sockets, caches and temp files inside the server's run dir (removed on stop); CPU KV-cache size."""
@@ -185,7 +194,10 @@ class VllmEngine(PythonEnvEngine):
         Takes a spec before or after :meth:`resolve`. Needs no model load and no GPU (~10-20 s: vLLM's
         import). Returns a short report of the non-default settings; raises InvalidSpec with vLLM's own message.
         """
-        return check_server_args(self.server_args(self.resolve(spec)), self.python())
+        return check_server_args(self.server_args(self.resolve(spec, prepare=False)), self.python())
+
+    def _own_endpoint(self, http: httpx.Client) -> bool:
+        return answers_json(http, "/version", "version") and not answers_json(http, "/server_info", "version")
 
     # -- diagnosis ---------------------------------------------------------------------------
     def diagnose(self, log_tail: str) -> str | None:
@@ -196,11 +208,34 @@ class VllmEngine(PythonEnvEngine):
         return super().diagnose(log_tail)
 
     # -- LoRA at run time ----------------------------------------------------------------------
-    def lora_load(self, name: str, path: str) -> Request:
+    def _load_request(self, name: str, path: str) -> Request:
         return Request("POST", "/v1/load_lora_adapter", json={"lora_name": name, "lora_path": str(path)})
 
-    def lora_unload(self, name: str) -> Request:
+    def _unload_request(self, name: str) -> Request:
         return Request("POST", "/v1/unload_lora_adapter", json={"lora_name": name})
+
+    # -- load generation (servekit.bench) ---------------------------------------------------
+    # vLLM's OpenAI server (checked on 0.32.0): `stream_options.continuous_usage_stats` puts the running
+    # `usage` (cumulative `completion_tokens`) into every chunk; `ignore_eos` + `min_tokens` make the output
+    # exactly `max_tokens` long; POST /tokenize {"model", "prompt", "add_special_tokens"} answers {"count", ...}.
+    def bench_body(self, max_tokens: int | None, exact_output: bool) -> dict[str, Any]:
+        body: dict[str, Any] = {"stream_options": {"include_usage": True, "continuous_usage_stats": True}}
+        if exact_output and max_tokens:
+            body.update(ignore_eos=True, min_tokens=max_tokens)
+        return body
+
+    def bench_exact_output(self) -> bool:
+        return True
+
+    def bench_chunk_tokens(self, chunk: Mapping[str, Any]) -> int | None:
+        usage = chunk.get("usage")
+        return usage.get("completion_tokens") if isinstance(usage, dict) else None
+
+    def tokenize_request(self, model: str, text: str, add_special: bool) -> Request | None:
+        return Request("POST", "/tokenize", json={"model": model, "prompt": text, "add_special_tokens": add_special})
+
+    def tokenize_count(self, payload: Any) -> int:
+        return int(payload["count"])
 
 
 _DIAGNOSES: tuple[tuple[tuple[str, ...], str], ...] = (

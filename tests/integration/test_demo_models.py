@@ -72,7 +72,8 @@ def test_chat_prompt_has_exactly_one_bos(built):
                                                          temperature=0)
     pieces = [t["piece"] for t in tokens]
     assert pieces[:2] == ["<s>", "<|im_start|>"] and pieces.count("<s>") == 1
-    assert pieces[-2:] == [" assistant", "\n"]
+    # no space before text that follows a marker: the grammar sampler is primed with "<|im_start|>assistant\n"
+    assert pieces[-3:] == ["<|im_start|>", "assistant", "\n"]
     assert reply.usage.prompt_tokens == len(tokens)  # the chat path tokenizes the same way: one BOS
     assert tasks.normalise(reply.choices[0].message.content) == "day big hot"
 

@@ -45,7 +45,9 @@ def test_chat_streaming_and_clean_stop():
         ))
         assert sum(1 for c in chunks if c.choices and c.choices[0].delta.content) >= 2  # really streamed
         children = psutil.Process(server.pid).children(recursive=True)
-        assert "main: " in server.logs(200) or server.logs(5)  # the log file holds the server's output
+        log = server.logs(500)
+        assert "# servekit: " in log.splitlines()[0]  # servekit's header line …
+        assert "listening on" in log and "llama" in log  # … then llama-server's own output
     finally:
         server.stop()
     assert servekit.server.port_is_free("127.0.0.1", server.port)
@@ -115,30 +117,48 @@ def test_bad_engine_flag_reports_llama_server_error():
 
 CHILD = """
 import json, sys, servekit
-server = servekit.serve("llamacpp", "demo-tiny", name="orphaned")
+server = servekit.serve("llamacpp", "demo-tiny", name=sys.argv[1], detach=sys.argv[1] == "kept")
 print(json.dumps({"pid": server.pid, "port": server.port}), flush=True)
 sys.stdin.read()  # wait to be killed
 """
 
-INSPECT = """
-import json, servekit
-print(json.dumps([{"name": s.name, "orphan": s.orphan, "status": s.status, "pid": s.pid} for s in servekit.running()]))
-print(json.dumps(servekit.stop_all()))
-"""
+
+def start_in_child(name: str) -> tuple[subprocess.Popen, dict]:
+    child = subprocess.Popen([sys.executable, "-c", CHILD, name], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                             text=True)
+    return child, json.loads(child.stdout.readline())
 
 
-def test_orphan_of_a_killed_process_is_listed_and_stopped_from_another_process():
-    child = subprocess.Popen([sys.executable, "-c", CHILD], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-    info = json.loads(child.stdout.readline())
-    child.send_signal(signal.SIGKILL)
-    child.wait()
-    assert psutil.Process(info["pid"]).is_running()  # the server outlives its owner
-    out = subprocess.run([sys.executable, "-c", INSPECT], capture_output=True, text=True, check=True).stdout.splitlines()
-    listed, stopped = json.loads(out[0]), json.loads(out[1])
-    assert listed == [{"name": "orphaned", "orphan": True, "status": "orphan", "pid": info["pid"]}]
-    assert stopped == ["orphaned"]
-    assert server_processes_gone(info["pid"])
+def test_a_killed_owner_takes_its_server_along_and_a_detached_one_stays():
+    owner, info = start_in_child("owned")
+    keeper, kept = start_in_child("kept")
+    for child in (owner, keeper):
+        child.send_signal(signal.SIGKILL)
+        child.wait()
+    deadline = time.monotonic() + 10
+    while not server_processes_gone(info["pid"]) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert server_processes_gone(info["pid"]), "the watchdog stops the server of a killed owner"
     assert servekit.server.port_is_free("127.0.0.1", info["port"])
+    listed = [(s.name, s.state, s.detached) for s in servekit.running()]
+    assert listed == [("kept", "ready", True)]
+    assert servekit.stop_all() == ["kept"]
+    assert server_processes_gone(kept["pid"])
+
+
+def test_an_orphan_the_watchdog_missed_is_reaped_by_the_next_call():
+    """If the watchdog is gone too (killed with its owner), the next servekit call stops the orphan."""
+    owner, info = start_in_child("orphan")
+    watchdogs = [p for p in psutil.process_iter(["cmdline"])
+                 if "servekit._watchdog" in " ".join(p.info["cmdline"] or []) and str(owner.pid) in p.info["cmdline"]]
+    assert len(watchdogs) == 1
+    watchdogs[0].kill()
+    owner.send_signal(signal.SIGKILL)
+    owner.wait()
+    assert psutil.Process(info["pid"]).is_running()
+    out = subprocess.run([sys.executable, "-m", "servekit.cli", "ps"], capture_output=True, text=True, check=True).stdout
+    assert "Stopped orphaned server(s) orphan" in out
+    assert server_processes_gone(info["pid"]) and servekit.running() == []
 
 
 def test_cli_serve_ps_stop():
@@ -165,3 +185,18 @@ def test_cli_serve_ps_stop():
         if serving.poll() is None:
             serving.kill()
             serving.wait()
+
+
+def test_check_runs_llama_servers_own_parser_and_builds_nothing(tmp_path):
+    cli = [sys.executable, "-m", "servekit.cli", "check", "llamacpp"]
+    bad = subprocess.run([*cli, "demo-tiny", "--", "--no-such-flag"], capture_output=True, text=True)
+    assert bad.returncode == 2 and "llama-server rejects this command line: invalid argument: --no-such-flag" in bad.stderr
+    good = subprocess.run([*cli, "demo-tiny", "--parallel", "2", "--", "--seed", "3"], capture_output=True, text=True)
+    assert good.returncode == 0 and "llama-server's parser accepts" in good.stdout and "--seed 3" in good.stdout
+    # the trained demo model is not built in an empty cache: check must not build it (minutes), only name its path
+    env = {**os.environ, "SERVEKIT_CACHE_DIR": str(tmp_path / "cache"),
+           "SERVEKIT_LLAMA_SERVER": str(servekit.get_engine("llamacpp").available().detail)}
+    started = time.monotonic()
+    quick = subprocess.run([*cli, "demo:Q4_K_M"], capture_output=True, text=True, env=env)
+    assert quick.returncode == 0, quick.stderr
+    assert time.monotonic() - started < 30 and not list((tmp_path / "cache").glob("demo/trained-*/gguf.json"))

@@ -45,7 +45,7 @@ def test_serve_help_and_errors(ip):
     assert "--parallel" in ip.find_line_magic("serve").__doc__
     with pytest.raises(UsageError, match="Unknown engine"):
         ip.run_line_magic("serve", "nosuch demo")
-    with pytest.raises(UsageError, match="No running server named"):
+    with pytest.raises(UsageError, match="No server named .ghost."):
         ip.run_line_magic("stop", "ghost")
     with capture_output() as out:
         ip.run_line_magic("stop", "--all")

@@ -203,6 +203,23 @@ def test_api_key_is_enforced(server):
     assert httpx.get(server.base_url + "/models", headers={"Authorization": "Bearer wrong"}).status_code == 401
     models = httpx.get(server.base_url + "/models", headers=server.headers()).json()
     assert [m["id"] for m in models["data"]] == [server.model]
+    from servekit import procs
+
+    members = procs.members_of(server.record.id)
+    assert len(members) >= 3, "launcher, scheduler and detokenizer carry servekit's identity marker"
+    assert all(server.api_key not in " ".join(p.cmdline()) for p in members)
+    log = server.logs(5000)
+    assert "ServerArgs(" in log and server.api_key not in log  # SGLang prints its arguments; servekit masks the key
+
+
+def test_attach_recognises_sglang(server):
+    attached = servekit.attach(server.url, api_key=server.api_key)
+    try:
+        assert attached.engine.name == "sglang" and attached.model == server.model
+        assert attached.metrics().get("generation_tokens_total") is not None
+    finally:
+        attached.stop()  # forgets the handle only
+    assert server.ping()
 
 
 def test_cpu_mode_is_labelled_and_calls_no_kernel(server):

@@ -126,7 +126,23 @@ def test_server_binds_loopback_and_needs_the_key(server):
     conns = [c for c in psutil.net_connections("tcp") if c.status == "LISTEN" and c.laddr.port == server.port]
     assert conns and all(c.laddr.ip == "127.0.0.1" for c in conns)
     with pytest.raises(openai.AuthenticationError):
-        openai.OpenAI(base_url=server.base_url, api_key="wrong").models.list()
+        openai.OpenAI(base_url=server.base_url, api_key="EMPTY").models.list()
+    from servekit import procs
+
+    members = procs.members_of(server.record.id)
+    assert len(members) >= 2, "the API server and its EngineCore carry servekit's identity marker"
+    assert all(server.api_key not in " ".join(p.cmdline()) for p in members)
+    assert server.api_key not in server.logs(5000)
+
+
+def test_attach_recognises_vllm(server):
+    attached = servekit.attach(server.url, api_key=server.api_key)
+    try:
+        assert attached.engine.name == "vllm" and attached.model == server.model
+        assert attached.metrics().get("generation_tokens_total") is not None
+    finally:
+        attached.stop()  # forgets the handle only
+    assert server.ping()
 
 
 # -- LoRA ----------------------------------------------------------------------------------------

@@ -1,9 +1,18 @@
-"""API keys never read as flags nor show whole; the CPU torch requirement picks its index."""
+"""API keys never read as flags, never show whole, never reach a command line; the CPU torch index."""
 
 from __future__ import annotations
 
+import stat
+import sys
+
+import pytest
+
 from servekit import envs
-from servekit.server import _redact, mask_key, new_api_key
+from servekit.engines import LaunchContext, get_engine
+from servekit.engines.sglang import KEY_ENV
+from servekit.errors import InvalidSpec
+from servekit.server import mask_key, new_api_key, redact
+from servekit.spec import ServeSpec
 
 
 def test_new_keys_are_random_and_never_look_like_flags():
@@ -12,12 +21,40 @@ def test_new_keys_are_random_and_never_look_like_flags():
     assert all(k.startswith("sk-") and len(k) >= 32 for k in keys)
 
 
-def test_commands_are_logged_with_the_key_masked_in_every_spelling():
+def test_engine_output_that_echoes_the_key_is_redacted():
     key = new_api_key()
-    logged = _redact(["server", "--api-key", key, f"--api-key={key}", "--port", "80"], key)
-    assert key not in " ".join(logged)
-    assert logged[2] == mask_key(key) and logged[3] == f"--api-key={mask_key(key)}"
-    assert _redact(["a", "b"], None) == ["a", "b"]
+    text = f"server_args=ServerArgs(api_key='{key}', port=80)\n--api-key={key}\n"
+    shown = redact(text, key)
+    assert key not in shown and shown.count(mask_key(key)) == 2
+    assert redact("plain", None) == "plain"
+
+
+@pytest.mark.parametrize("key", ["has space", "a,b", "#comment", "tab\tkey", "naïve"])
+def test_keys_an_engine_would_misread_are_refused(key):
+    with pytest.raises(InvalidSpec, match="api_key"):
+        ServeSpec.build("llamacpp", "m.gguf", api_key=key)
+
+
+@pytest.mark.parametrize("engine_name", ["llamacpp", "vllm", "sglang"])
+def test_the_key_reaches_each_engine_off_its_command_line(engine_name, tmp_path, monkeypatch):
+    for var in ("SERVEKIT_VLLM_PYTHON", "SERVEKIT_SGLANG_PYTHON"):
+        monkeypatch.setenv(var, sys.executable)
+    engine = get_engine(engine_name)
+    key = new_api_key()
+    spec = ServeSpec(engine=engine.name, model="/models/m.gguf" if engine_name == "llamacpp" else "/models/m",
+                     name="k", port=8123, api_key=key, cpu=True)
+    run_dir = tmp_path / "run"
+    (run_dir / "tmp").mkdir(parents=True)
+    launch = engine.launch(spec, LaunchContext(run_dir=run_dir, log_path=tmp_path / "log"))
+    assert key not in " ".join(launch.command)
+    if engine_name == "llamacpp":
+        key_file = launch.command[launch.command.index("--api-key-file") + 1]
+        assert open(key_file).read().strip() == key
+        assert stat.S_IMODE((run_dir / "api-key").stat().st_mode) == 0o600
+    elif engine_name == "vllm":
+        assert launch.env["VLLM_API_KEY"] == key
+    else:
+        assert launch.env[KEY_ENV] == key and "sglang.launch_server" in " ".join(launch.command)
 
 
 def test_cpu_torch_index_is_chosen_by_the_environment_variable(monkeypatch):

@@ -33,8 +33,7 @@ def command(engine, model, **options):
 
 def test_base_command(engine, gguf):
     _, cmd = command(engine, str(gguf))
-    assert cmd == ["-m", str(gguf), "--host", "127.0.0.1", "--port", "8123", "--api-key", "kkkkkkkk",
-                   "--alias", "model-Q4_K_M", "--metrics", "--slots"]
+    assert cmd == ["-m", str(gguf), "--host", "127.0.0.1", "--port", "8123", "--alias", "model-Q4_K_M", "--metrics", "--slots"]
 
 
 def test_full_command(engine, gguf, tmp_path):
@@ -42,8 +41,7 @@ def test_full_command(engine, gguf, tmp_path):
     lora.write_bytes(b"GGUF")
     _, cmd = command(engine, str(gguf), served_name="tiny", ctx=4096, parallel=4, lora={"style": str(lora)},
                      tool_parser="hermes", tensor_parallel=2, cpu=True, metrics=False, extra_args=["--seed", "1"])
-    assert cmd == ["-m", str(gguf), "--host", "127.0.0.1", "--port", "8123", "--api-key", "kkkkkkkk",
-                   "--alias", "tiny", "-c", "4096", "-np", "4", "--lora-scaled", f"{lora}:0", "--cache-ram", "0",
+    assert cmd == ["-m", str(gguf), "--host", "127.0.0.1", "--port", "8123", "--alias", "tiny", "-c", "4096", "-np", "4", "--lora-scaled", f"{lora}:0", "--cache-ram", "0",
                    "--slot-save-path", ".",
                    "--split-mode", "row", "--jinja", "--n-gpu-layers", "0", "--slots", "--seed", "1"]
 

@@ -1,35 +1,382 @@
-import math
+"""Parsing, rates, counter resets and windowed quantiles — against /metrics texts captured from the real engines.
 
-from servekit.metrics import parse
-
-TEXT = """\
-# HELP llamacpp:tokens_predicted_total Number of generation tokens processed.
-# TYPE llamacpp:tokens_predicted_total counter
-llamacpp:tokens_predicted_total 120
-# TYPE llamacpp:requests_processing gauge
-llamacpp:requests_processing 2
-# TYPE vllm:time_to_first_token_seconds histogram
-vllm:time_to_first_token_seconds_bucket{le="0.1",model_name="m"} 1
-vllm:time_to_first_token_seconds_bucket{le="0.5",model_name="m"} 3
-vllm:time_to_first_token_seconds_bucket{le="+Inf",model_name="m"} 4
-vllm:time_to_first_token_seconds_count{model_name="m"} 4
-vllm:time_to_first_token_seconds_sum{model_name="m"} 1.2
+tests/data/metrics/<engine>-{1,2}.txt (and llamacpp-slots-{1,2}.json) were written by
+tests/integration/test_metrics_capture.py: two consecutive scrapes of a live server, each taken while
+three requests streamed, with requests finishing in between. Expected values are computed here from
+the raw text with a reader of our own, independently of servekit.metrics.
 """
 
-NAMES = {
-    "generation_tokens_total": "llamacpp:tokens_predicted_total",
-    "requests_running": "llamacpp:requests_processing",
-    "ttft_seconds": "vllm:time_to_first_token_seconds",
-    "kv_cache_usage": "not:present",
+from __future__ import annotations
+
+import json
+import math
+import re
+import threading
+from collections.abc import Mapping
+from pathlib import Path
+
+import pytest
+
+from servekit.engines import get_engine
+from servekit.engines.llamacpp import LlamaCppEngine
+from servekit.metrics import COLUMNS, MetricsRecorder, MetricsSnapshot, parse
+
+DATA = Path(__file__).resolve().parents[1] / "data" / "metrics"
+ENGINES = ("llamacpp", "vllm", "sglang")
+WITH_HISTOGRAMS = ("vllm", "sglang")
+LATENCY_FAMILIES = {"vllm": {"ttft": "vllm:time_to_first_token_seconds", "itl": "vllm:inter_token_latency_seconds",
+                             "e2e": "vllm:e2e_request_latency_seconds"},
+                    "sglang": {"ttft": "sglang:time_to_first_token_seconds",
+                               "itl": "sglang:inter_token_latency_seconds",
+                               "e2e": "sglang:e2e_request_latency_seconds"}}
+COUNTER_FAMILIES = {  # column -> engine -> family (None: the engine has none)
+    "prompt_tokens_total": {"llamacpp": "llamacpp:prompt_tokens_total", "vllm": "vllm:prompt_tokens_total",
+                            "sglang": "sglang:prompt_tokens_total"},
+    "generation_tokens_total": {"llamacpp": "llamacpp:tokens_predicted_total",
+                                "vllm": "vllm:generation_tokens_total", "sglang": "sglang:generation_tokens_total"},
+    "requests_finished_total": {"llamacpp": None, "vllm": "vllm:request_success_total",
+                                "sglang": "sglang:num_requests_total"},
 }
+RATE = {"prompt_tokens_total": "prompt_tokens_per_s", "generation_tokens_total": "generation_tokens_per_s",
+        "requests_finished_total": "requests_per_s"}
+DT = 2.5  # seconds between the two samples, as the recorder's clock says
 
 
+# -- an independent reader of Prometheus text ---------------------------------------------------------
+_LINE = re.compile(r'^(?P<name>[A-Za-z_:][\w:]*)(?:\{(?P<labels>.*)\})?\s+(?P<value>\S+)')
+_LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
+
+
+def samples(text: str, name: str) -> list[tuple[dict[str, str], float]]:
+    found = []
+    for line in text.splitlines():
+        match = _LINE.match(line)
+        if match and match["name"] == name:
+            found.append((dict(_LABEL.findall(match["labels"] or "")), float(match["value"])))
+    return found
+
+
+def total(text: str, name: str, **labels: str) -> float:
+    return sum(v for have, v in samples(text, name) if all(have.get(k) == x for k, x in labels.items()))
+
+
+def buckets(text: str, family: str) -> dict[float, float]:
+    summed: dict[float, float] = {}
+    for labels, value in samples(text, family + "_bucket"):
+        summed[float(labels["le"])] = summed.get(float(labels["le"]), 0.0) + value
+    return summed
+
+
+def quantile(cumulative: Mapping[float, float], q: float) -> float:
+    """PromQL's histogram_quantile over cumulative bucket counts, written out."""
+    bounds = sorted(cumulative)
+    counts = [cumulative[b] for b in bounds]
+    rank = q * counts[-1]
+    i = next(i for i, c in enumerate(counts) if c >= rank)
+    if math.isinf(bounds[i]):
+        return bounds[i - 1]
+    low, below = (bounds[i - 1], counts[i - 1]) if i else (0.0, 0.0)
+    return low + (bounds[i] - low) * (rank - below) / (counts[i] - below)
+
+
+# -- the captured data ----------------------------------------------------------------------------------
+def text(engine: str, n: int) -> str:
+    path = DATA / f"{engine}-{n}.txt"
+    if not path.exists():
+        pytest.fail(f"{path} is missing: run tests/integration/test_metrics_capture.py to capture it")
+    return path.read_text()
+
+
+def slots(n: int) -> list[dict]:
+    return json.loads((DATA / f"llamacpp-slots-{n}.json").read_text())
+
+
+def pool() -> tuple[bool, int] | None:
+    """The captured server's KV pool, from its command line."""
+    return LlamaCppEngine.kv_pool(tuple(json.loads((DATA / "llamacpp-capture.json").read_text())["command"]))
+
+
+def in_flight(slot_list: list[dict]) -> float:
+    return sum(s["next_token"][0]["n_decoded"] for s in slot_list if s["is_processing"])
+
+
+def generated(engine: str, n: int) -> float:
+    """What the engine has generated by sample n: its counter, plus what it shows in flight."""
+    counter = total(text(engine, n), COUNTER_FAMILIES["generation_tokens_total"][engine])
+    if engine == "llamacpp":
+        return counter + in_flight(slots(n))
+    if engine == "sglang":
+        return max(counter, total(text(engine, n), "sglang:realtime_tokens_total", mode="decode"))
+    return counter
+
+
+def sample(engine: str, n: int) -> tuple[MetricsSnapshot, dict[str, float]]:
+    snapshot = parse(text(engine, n), get_engine(engine).metric_names)
+    extra = LlamaCppEngine.slot_metrics(slots(n), pool()) if engine == "llamacpp" else {}
+    return snapshot, extra
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def record(engine: str, sequence: list[int], stamps: list[float], window: float = 10.0) -> list[dict]:
+    """Feed the captured samples ``sequence`` to a recorder at the given clock ``stamps``; return its rows."""
+    clock = Clock()
+    pending: list[dict[str, float]] = []
+
+    def scrape() -> MetricsSnapshot:
+        snapshot, extra = sample(engine, sequence[len(rows)])
+        pending.append(extra)
+        return snapshot
+
+    recorder = MetricsRecorder(scrape, lambda: pending.pop(), window=window, clock=clock)
+    rows: list[dict] = []
+    for stamp in stamps:
+        clock.now = stamp
+        rows.append(recorder.sample())
+    return rows
+
+
+# -- tests --------------------------------------------------------------------------------------------
 def test_counters_gauges_and_histograms_are_normalised():
-    snap = parse(TEXT, NAMES)
-    assert snap["generation_tokens_total"] == 120
-    assert snap["requests_running"] == 2
-    assert snap.get("kv_cache_usage") is None
+    body = text("vllm", 2)
+    snap = parse(body, get_engine("vllm").metric_names)
+    assert snap["generation_tokens_total"] == total(body, "vllm:generation_tokens_total")
+    assert snap["requests_running"] == total(body, "vllm:num_requests_running")
     hist = snap.histograms["ttft_seconds"]
-    assert hist.count == 4 and math.isclose(hist.mean, 0.3)
-    assert math.isclose(hist.quantile(0.5), 0.1 + 0.4 * 0.5)  # rank 2 lies halfway into (0.1, 0.5]
-    assert hist.quantile(0.99) == 0.5  # beyond the last finite bucket
+    assert hist.count == total(body, "vllm:time_to_first_token_seconds_count")
+    assert math.isclose(hist.mean, total(body, "vllm:time_to_first_token_seconds_sum") / hist.count)
+    assert snap.get("no_such_value") is None
+
+
+def test_label_filter_selects_one_series():
+    body = text("sglang", 2)
+    snap = parse(body, {"decode": 'sglang:realtime_tokens_total{mode="decode"}',
+                        "all": "sglang:realtime_tokens_total"})
+    assert snap["decode"] == total(body, "sglang:realtime_tokens_total", mode="decode") > 0
+    assert snap["all"] == total(body, "sglang:realtime_tokens_total") > snap["decode"]
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_history_has_the_same_columns_for_every_engine(engine):
+    clock = Clock()
+    recorder = MetricsRecorder(lambda: sample(engine, 1)[0], clock=clock)
+    assert list(recorder.history().columns) == list(COLUMNS)  # also when empty
+    recorder.sample()
+    clock.now += 1
+    recorder.sample()
+    frame = recorder.history()
+    assert list(frame.columns) == list(COLUMNS) and len(frame) == 2
+    assert str(frame["time"].dtype).startswith("datetime64")
+    assert frame["elapsed_s"].tolist() == [0.0, 1.0]
+    assert frame["error"].isna().all()
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_rates_between_two_captures(engine):
+    first, second = record(engine, [1, 2], [100.0, 100.0 + DT])
+    for column, families in COUNTER_FAMILIES.items():
+        family = families[engine]
+        assert math.isnan(first[RATE[column]]), "no rate without a previous sample"
+        if family is None:
+            assert math.isnan(second[column]) and math.isnan(second[RATE[column]]), column
+            continue
+        assert second[column] == total(text(engine, 2), family)
+        if column == "generation_tokens_total":
+            expected = (generated(engine, 2) - generated(engine, 1)) / DT
+        else:
+            expected = (total(text(engine, 2), family) - total(text(engine, 1), family)) / DT
+        assert expected > 0, f"the capture moved {column}"
+        assert math.isclose(second[RATE[column]], expected), (column, second[RATE[column]], expected)
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_a_counter_that_goes_down_is_a_restart(engine):
+    """Sample 2, then sample 1: the engine restarted; the interval's increase is the new value."""
+    _, after_restart = record(engine, [2, 1], [100.0, 100.0 + DT])
+    for column, families in COUNTER_FAMILIES.items():
+        if families[engine] is None:
+            continue
+        new_value = generated(engine, 1) if column == "generation_tokens_total" else total(text(engine, 1),
+                                                                                          families[engine])
+        assert after_restart[RATE[column]] >= 0
+        assert math.isclose(after_restart[RATE[column]], new_value / DT), column
+
+
+def test_a_request_finishing_between_metrics_and_slots_is_counted_once():
+    """llama.cpp: generated = counter + busy slots' n_decoded. A request that ends between the reads of
+    /metrics and /slots is briefly in neither (the total dips): no negative rate, and no double count later."""
+    clock = Clock()
+    feed = iter([(1, slots(1)), (1, [dict(s, is_processing=False) for s in slots(1)]), (2, slots(2))])
+    pending: list[list[dict]] = []
+
+    def scrape() -> MetricsSnapshot:
+        n, slot_list = next(feed)
+        pending.append(slot_list)
+        return parse(text("llamacpp", n), get_engine("llamacpp").metric_names)
+
+    recorder = MetricsRecorder(scrape, lambda: LlamaCppEngine.slot_metrics(pending.pop(), pool()), clock=clock)
+    rows = []
+    for stamp in (100.0, 101.0, 103.0):
+        clock.now = stamp
+        rows.append(recorder.sample())
+    assert rows[1]["generation_tokens_per_s"] == 0.0  # the dip: in-flight tokens vanished, counter unchanged
+    assert math.isclose(rows[2]["generation_tokens_per_s"], (generated("llamacpp", 2) - generated("llamacpp", 1)) / 2)
+
+
+@pytest.mark.parametrize("engine", WITH_HISTOGRAMS)
+def test_windowed_quantiles_from_bucket_increases(engine):
+    rows = record(engine, [1, 2, 2, 2], [100.0, 100.0 + DT, 100.0 + 2 * DT, 100.0 + DT + 10.0])
+    first, second, still_in_window, window_passed = rows
+    cumulative_differs = False
+    for short, family in LATENCY_FAMILIES[engine].items():
+        before, after = buckets(text(engine, 1), family), buckets(text(engine, 2), family)
+        increase = {bound: after[bound] - before[bound] for bound in after}
+        assert increase[math.inf] > 0, f"requests finished between the captures ({short})"
+        for suffix, q in (("p50", 0.5), ("p90", 0.9), ("p99", 0.99)):
+            column = f"{short}_{suffix}"
+            assert math.isnan(first[column]), "the first sample only sets the baseline"
+            assert math.isclose(second[column], quantile(increase, q)), (column, second[column], quantile(increase, q))
+            cumulative_differs |= not math.isclose(quantile(increase, q), quantile(after, q))
+            assert math.isclose(still_in_window[column], second[column]), "nothing new: the window still holds it"
+            assert math.isnan(window_passed[column]), "no observation in the last window: NaN, not a stale value"
+    assert cumulative_differs, "the captures cannot tell a windowed quantile from a cumulative one"
+    ttft = LATENCY_FAMILIES[engine]["ttft"]
+    expected_requests = total(text(engine, 2), ttft + "_count") - total(text(engine, 1), ttft + "_count")
+    assert second["latency_window_requests"] == expected_requests >= 5  # 3 streams + 2 requests
+    assert window_passed["latency_window_requests"] == 0
+
+
+@pytest.mark.parametrize("engine", WITH_HISTOGRAMS)
+def test_quantiles_after_a_reset_use_the_new_histogram(engine):
+    _, after_restart = record(engine, [2, 1], [100.0, 100.0 + DT])
+    for short, family in LATENCY_FAMILIES[engine].items():
+        restarted = buckets(text(engine, 1), family)
+        for suffix, q in (("p50", 0.5), ("p90", 0.9), ("p99", 0.99)):
+            assert math.isclose(after_restart[f"{short}_{suffix}"], quantile(restarted, q))
+
+
+def test_llamacpp_latency_columns_are_absent_not_invented():
+    for row in record("llamacpp", [1, 2], [100.0, 100.0 + DT]):
+        assert all(math.isnan(row[f"{s}_{p}"]) for s in ("ttft", "itl", "e2e") for p in ("p50", "p90", "p99"))
+        assert math.isnan(row["latency_window_requests"])
+
+
+@pytest.mark.parametrize("n", [1, 2])
+def test_llamacpp_kv_cache_from_slots(n):
+    slot_list = slots(n)
+    busy = [s for s in slot_list if s["is_processing"]]
+    held = sum(s["n_prompt_tokens"] for s in busy)
+    per_slot = [s["n_ctx"] for s in slot_list]
+    shared = LlamaCppEngine.slot_metrics(slot_list, (True, 0))  # pool: a slot's n_ctx
+    shared_c = LlamaCppEngine.slot_metrics(slot_list, (True, 4 * max(per_slot)))  # -c beyond the training context
+    separate = LlamaCppEngine.slot_metrics(slot_list, (False, 0))
+    unknown = LlamaCppEngine.slot_metrics(slot_list, None)
+    assert shared["slots_busy"] == len(busy) == 3 and shared["slots_total"] == len(slot_list) == 4
+    assert shared["kv_cache_tokens"] == held > 0
+    assert math.isclose(shared["kv_cache_usage"], held / max(per_slot))
+    assert math.isclose(shared_c["kv_cache_usage"], held / (4 * max(per_slot)))
+    assert math.isclose(separate["kv_cache_usage"], held / sum(per_slot))
+    assert math.isnan(unknown["kv_cache_usage"]) and unknown["kv_cache_tokens"] == held
+    assert math.isclose(shared["slot_context_max"], max(s["n_prompt_tokens"] / s["n_ctx"] for s in busy))
+    assert shared["generation_tokens_in_flight"] == in_flight(slot_list) > 0
+    row = record("llamacpp", [n, n], [100.0, 101.0])[1]
+    shared_pool, ctx = pool()  # the captured server: one shared pool of -c tokens
+    assert shared_pool and ctx > max(per_slot)
+    assert math.isclose(row["kv_cache_usage"], held / ctx)
+    assert row["slots_busy"] == 3 and row["requests_running"] == total(text("llamacpp", n),
+                                                                       "llamacpp:requests_processing")
+
+
+@pytest.mark.parametrize(("command", "expected"), [
+    (("llama-server", "-m", "m.gguf", "--port", "8080"), (True, 0)),  # automatic slot count: one shared pool
+    (("llama-server", "-m", "m.gguf", "-np", "4", "-c", "2048"), (False, 2048)),
+    (("llama-server", "--parallel=2", "--ctx-size=1000"), (False, 1024)),  # llama.cpp rounds up to 256
+    (("llama-server", "-np", "-1", "-c", "8192"), (True, 8192)),
+    (("llama-server", "-np", "4", "-kvu"), (True, 0)),
+    (("llama-server", "-no-kvu"), (False, 0)),
+    (("llama-server", "--kv-unified-per-slot", "512"), None),  # pool larger than a slot's n_ctx: unknown
+    ((), None),  # a server servekit did not start
+])
+def test_llamacpp_kv_pool_from_the_command_line(command, expected):
+    assert LlamaCppEngine.kv_pool(command) == expected
+
+
+def test_other_engines_add_nothing_beyond_metrics():
+    assert get_engine("vllm").extra_metrics(None) == {} and get_engine("sglang").extra_metrics(None) == {}
+
+
+# -- the thread --------------------------------------------------------------------------------------
+def test_failed_scrapes_are_rows_and_the_recorder_goes_on():
+    calls = {"n": 0}
+    five = threading.Event()
+
+    def scrape() -> MetricsSnapshot:
+        calls["n"] += 1
+        if calls["n"] in (2, 3):
+            raise ConnectionError("refused")
+        return parse(text("vllm", 1 if calls["n"] == 1 else 2), get_engine("vllm").metric_names)
+
+    def broken_subscriber(row: dict) -> None:
+        raise RuntimeError("a widget's bug")
+
+    recorder = MetricsRecorder(scrape, interval=0.01)
+    recorder.subscribe(broken_subscriber)
+    recorder.subscribe(lambda row: five.set() if calls["n"] >= 5 else None)
+    with recorder:
+        assert five.wait(30)
+    assert not recorder.running
+    rows = recorder.rows()[:5]
+    assert [r["error"] for r in rows] == [None, "ConnectionError: refused", "ConnectionError: refused", None, None]
+    assert math.isnan(rows[1]["generation_tokens_total"]) and not math.isnan(rows[1]["scrape_ms"])
+    # the rate after the gap compares with the last good sample
+    expected = total(text("vllm", 2), "vllm:generation_tokens_total") - total(text("vllm", 1),
+                                                                             "vllm:generation_tokens_total")
+    gap = rows[3]["elapsed_s"] - rows[0]["elapsed_s"]
+    assert math.isclose(rows[3]["generation_tokens_per_s"], expected / gap)
+    assert rows[4]["generation_tokens_per_s"] == 0.0
+
+
+def test_recorder_stops_by_itself_and_runs_on_stop():
+    alive = {"n": 3}
+    closed = threading.Event()
+
+    def should_continue() -> bool:
+        alive["n"] -= 1
+        return alive["n"] >= 0
+
+    recorder = MetricsRecorder(lambda: sample("vllm", 1)[0], interval=0.01, should_continue=should_continue,
+                               on_stop=closed.set)
+    recorder.start()
+    assert recorder.join(30), "should_continue() said no: the thread ended"
+    assert closed.is_set() and len(recorder.rows()) == 3
+
+
+def test_stop_ends_a_long_wait_at_once():
+    """stop() wakes the thread from its wait (an Event), so an hour's interval does not hold it."""
+    sampled = threading.Event()
+    recorder = MetricsRecorder(lambda: sample("vllm", 1)[0], interval=3600)
+    recorder.subscribe(lambda row: sampled.set())
+    recorder.start()
+    assert sampled.wait(30)
+    recorder.stop(timeout=30)
+    assert not recorder.running and len(recorder.rows()) == 1
+
+
+def test_history_is_bounded():
+    clock = Clock()
+    recorder = MetricsRecorder(lambda: sample("sglang", 1)[0], max_rows=3, clock=clock)
+    for _ in range(5):
+        clock.now += 1
+        recorder.sample()
+    assert [r["elapsed_s"] for r in recorder.rows()] == [2.0, 3.0, 4.0]
+
+
+def test_bad_settings_are_refused():
+    with pytest.raises(ValueError):
+        MetricsRecorder(lambda: sample("vllm", 1)[0], interval=0)

@@ -37,31 +37,41 @@ def command(engine, model, **options):
     options = {"port": 30123, "api_key": "k" * 8, "cpu": False, **options}
     spec = engine.resolve(ServeSpec.build("sglang", model, **options))
     cmd = engine.command(spec)
-    assert cmd[:3] == [FAKE_PYTHON, "-m", "sglang.launch_server"]
-    return spec, cmd[3:]
+    assert cmd[:4] == [FAKE_PYTHON, "-P", "-m", "sglang.launch_server"]
+    return spec, cmd[4:]
 
 
 def test_base_command(engine, hf_dir):
     _, cmd = command(engine, str(hf_dir))
-    assert cmd == ["--model-path", str(hf_dir), "--host", "127.0.0.1", "--port", "30123", "--api-key", "kkkkkkkk",
-                   "--served-model-name", "tiny-llama", "--enable-metrics"]
+    assert cmd == ["--model-path", str(hf_dir), "--host", "127.0.0.1", "--port", "30123", "--served-model-name", "tiny-llama", "--enable-metrics"]
 
 
 def test_full_command(engine, hf_dir):
     _, cmd = command(engine, str(hf_dir), served_name="tiny", dtype="bfloat16", quantization="fp8", ctx=4096,
                      parallel=8, lora={"style": "/loras/style", "math": "/loras/math"}, max_lora_rank=16,
                      tensor_parallel=2, tool_parser="llama3", memory_fraction=0.8, extra_args=["--seed", "1"])
-    assert cmd == ["--model-path", str(hf_dir), "--host", "127.0.0.1", "--port", "30123", "--api-key", "kkkkkkkk",
-                   "--served-model-name", "tiny", "--dtype", "bfloat16", "--quantization", "fp8",
+    assert cmd == ["--model-path", str(hf_dir), "--host", "127.0.0.1", "--port", "30123", "--served-model-name", "tiny", "--dtype", "bfloat16", "--quantization", "fp8",
                    "--context-length", "4096", "--max-running-requests", "8",
                    "--enable-lora", "--lora-paths", "style=/loras/style", "math=/loras/math", "--max-lora-rank", "16",
                    "--tp-size", "2", "--tool-call-parser", "llama3", "--mem-fraction-static", "0.8",
                    "--enable-metrics", "--seed", "1"]
 
 
-def test_api_key_that_looks_like_a_flag(engine, hf_dir):
-    _, cmd = command(engine, str(hf_dir), api_key="-starts-with-a-dash")
-    assert "--api-key=-starts-with-a-dash" in cmd
+def test_api_key_that_looks_like_a_flag_is_added_as_one_argument_inside_the_process(engine, hf_dir, tmp_path):
+    """The launcher appends ``--api-key=KEY`` in-process: a key starting with "-" stays one value."""
+    import subprocess
+    import sys
+
+    from servekit.engines import LaunchContext
+    from servekit.engines.sglang import KEY_ENV
+
+    spec = engine.resolve(ServeSpec.build("sglang", str(hf_dir), port=30123, api_key="-starts-with-a-dash", cpu=False))
+    launch = engine.launch(spec, LaunchContext(run_dir=tmp_path, log_path=tmp_path / "log"))
+    code = launch.command[launch.command.index("-c") + 1].replace(
+        "runpy.run_module('sglang.launch_server', run_name='__main__', alter_sys=True)", "print(sys.argv[-1])")
+    out = subprocess.run([sys.executable, "-c", code, "--port", "1"], env={KEY_ENV: launch.env[KEY_ENV]},
+                         capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "--api-key=-starts-with-a-dash"
 
 
 def test_runtime_only_lora_names_target_modules(engine):
@@ -165,16 +175,16 @@ def test_model_checks(engine, hf_dir, tmp_path):
 
 
 def test_lora_requests_and_listing(engine):
-    assert engine.lora_load("style", "/loras/style") == Request(
+    assert engine._load_request("style", "/loras/style") == Request(
         "POST", "/load_lora_adapter", json={"lora_name": "style", "lora_path": "/loras/style"}
     )
-    assert engine.lora_unload("style") == Request("POST", "/unload_lora_adapter", json={"lora_name": "style"})
-    assert engine.lora_list() == Request("GET", "/v1/models")
+    assert engine._unload_request("style") == Request("POST", "/unload_lora_adapter", json={"lora_name": "style"})
+    assert engine._list_request() == Request("GET", "/v1/models")
     payload = {"object": "list", "data": [
         {"id": "tiny", "root": "tiny", "parent": None},
         {"id": "style", "root": "/loras/style", "parent": "tiny"},
     ]}
-    [info] = engine.parse_loras(payload)
+    [info] = engine._parse_loras(payload)
     assert (info.name, info.path) == ("style", "/loras/style")
 
 

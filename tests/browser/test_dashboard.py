@@ -1,0 +1,212 @@
+"""End to end in a real browser: JupyterLab on 127.0.0.1, Debian's Chromium driven by Playwright.
+
+The notebook ``dashboard.ipynb`` (next to this file) starts llama-server with the demo model, sends
+requests from a background thread and shows ``dashboard(server)``. The test waits for the panel to read
+"ready" and the tokens/s chart to gain points, saves a screenshot to ``.ci/artifacts/``, clicks Stop and
+checks with psutil that the engine process is gone.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import psutil
+import pytest
+
+import servekit
+from servekit.server import free_port
+
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("llama_server_ready"), pytest.mark.timeout(900)]
+
+HERE = Path(__file__).resolve().parent
+ARTIFACTS = HERE.parents[1] / ".ci" / "artifacts"
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+SETTINGS = {  # no news toast, every cell rendered (no virtual scrolling)
+    "@jupyterlab/apputils-extension/notification.jupyterlab-settings": {"fetchNews": "false", "checkForUpdates": False},
+    "@jupyterlab/notebook-extension/tracker.jupyterlab-settings": {"windowingMode": "none"},
+}
+CHART_POINTS = """() => {
+    const plot = document.querySelector('.servekit-metrics .js-plotly-plot');
+    if (!plot || !plot.data || !plot.data.length) return null;
+    const trace = plot.data[0];  // the first server's generated tokens/s
+    const ys = Array.from(trace.y || []).filter(Number.isFinite);
+    return {points: (trace.x || []).length, max: ys.length ? Math.max(...ys) : 0};
+}"""
+
+
+@dataclass
+class Lab:
+    base: str
+    token: str
+    process: subprocess.Popen[bytes]
+    log: Path
+
+    def api(self, path: str, method: str = "GET") -> object:
+        request = urllib.request.Request(f"{self.base}{path}?token={self.token}", method=method)
+        with urllib.request.urlopen(request, timeout=10) as response:
+            body = response.read()
+        return json.loads(body) if body else None
+
+
+def _write_json(path: Path, data: object) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data))
+
+
+@pytest.fixture
+def lab(tmp_path: Path) -> Iterator[Lab]:
+    """JupyterLab on 127.0.0.1 with a token, its own Jupyter dirs, and a kernel running this Python."""
+    pytest.importorskip("jupyterlab", reason="JupyterLab comes with the `jupyter` extra")
+    root = tmp_path / "root"
+    shutil.copytree(HERE, root, ignore=shutil.ignore_patterns("*.py", "__pycache__", ".ipynb_checkpoints"))
+    data = tmp_path / "data"
+    _write_json(data / "kernels" / "python3" / "kernel.json", {
+        "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+        "display_name": "Python 3 (servekit test)", "language": "python"})
+    for name, value in SETTINGS.items():
+        _write_json(tmp_path / "settings" / name, value)
+    env = {**os.environ, "JUPYTER_CONFIG_DIR": str(tmp_path / "config"), "JUPYTER_DATA_DIR": str(data),
+           "JUPYTER_PATH": str(data), "JUPYTER_RUNTIME_DIR": str(tmp_path / "runtime"),
+           "JUPYTERLAB_SETTINGS_DIR": str(tmp_path / "settings"),
+           "JUPYTERLAB_WORKSPACES_DIR": str(tmp_path / "workspaces"), "IPYTHONDIR": str(tmp_path / "ipython")}
+    port, token = free_port("127.0.0.1"), secrets.token_hex(16)
+    log = tmp_path / "jupyterlab.log"
+    with open(log, "wb") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "jupyterlab", "--no-browser", "--ServerApp.ip=127.0.0.1",
+             f"--ServerApp.port={port}", "--ServerApp.port_retries=0", f"--IdentityProvider.token={token}",
+             f"--ServerApp.root_dir={root}", "--ServerApp.allow_root=True"],
+            stdout=out, stderr=subprocess.STDOUT, env=env, cwd=root)
+    server = Lab(f"http://127.0.0.1:{port}", token, process, log)
+    try:
+        _wait_until_up(server)
+        yield server
+    finally:
+        _shut_down(server)
+
+
+def _wait_until_up(lab: Lab, timeout: float = 180.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if lab.process.poll() is not None:
+            pytest.fail(f"JupyterLab exited with {lab.process.returncode}:\n{lab.log.read_text()[-3000:]}")
+        try:
+            lab.api("/api/status")
+            return
+        except (urllib.error.URLError, OSError):
+            time.sleep(0.5)
+    pytest.fail(f"JupyterLab did not answer within {timeout:.0f} s:\n{lab.log.read_text()[-3000:]}")
+
+
+def _shut_down(lab: Lab) -> None:
+    """Shut the kernels down (their own clean-up runs), then JupyterLab, by the PID this test started."""
+    try:
+        for kernel in lab.api("/api/kernels") or []:  # type: ignore[union-attr]
+            lab.api(f"/api/kernels/{kernel['id']}", method="DELETE")
+    except (urllib.error.URLError, OSError):
+        pass
+    lab.process.terminate()
+    try:
+        lab.process.wait(30)
+    except subprocess.TimeoutExpired:
+        lab.process.kill()
+        lab.process.wait()
+
+
+def _gone(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+def test_dashboard_in_jupyterlab(lab: Lab) -> None:
+    if not CHROMIUM.exists():
+        pytest.skip("Debian's chromium is not installed (apt-get install chromium; .ci/run does it)")
+    sync_playwright = pytest.importorskip("playwright.sync_api").sync_playwright
+    from servekit.demo import resolve_model
+
+    resolve_model("demo", "gguf")  # the trained demo model, built once (make engines does it in CI)
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    problems: list[str] = []
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_FLAGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1300})
+        page.on("pageerror", lambda error: problems.append(f"page error: {error}"))
+        try:
+            _run_notebook(page, lab)
+            state = page.locator(".servekit-panel .servekit-state").first
+            state.wait_for(timeout=300_000)
+            _wait_for_text(page, state, "ready", 120)
+            chart = _wait_for_chart(page, 120)
+            page.wait_for_timeout(1500)  # one more tick: the picture shows a line, not a dot
+            page.locator(".servekit-dashboard").first.scroll_into_view_if_needed()
+            page.screenshot(path=str(ARTIFACTS / "browser-dashboard.png"), full_page=True)
+            page.locator(".servekit-dashboard").first.screenshot(path=str(ARTIFACTS / "browser-dashboard-widget.png"))
+            pid = int(page.locator(".servekit-panel .servekit-pid").first.inner_text())
+            assert psutil.pid_exists(pid) and "llama" in psutil.Process(pid).name(), f"no engine at pid {pid}"
+
+            page.locator(".servekit-panel .servekit-stop").first.click()
+            _wait_for_text(page, page.locator(".servekit-panel .servekit-state").first, "stopped", 60)
+            deadline = time.monotonic() + 30
+            while not _gone(pid) and time.monotonic() < deadline:
+                time.sleep(0.2)
+            page.screenshot(path=str(ARTIFACTS / "browser-dashboard-stopped.png"), full_page=True)
+            errors = page.locator('.jp-OutputArea-output[data-mime-type="application/vnd.jupyter.stderr"]')
+            tracebacks = [t for t in errors.all_inner_texts() if "Traceback" in t or "Error" in t]
+        except Exception:
+            page.screenshot(path=str(ARTIFACTS / "browser-dashboard-failure.png"), full_page=True)
+            raise
+        finally:
+            browser.close()
+    assert chart["points"] >= 3 and chart["max"] > 0, chart
+    assert _gone(pid), f"the engine process {pid} is still running after Stop"
+    assert servekit.running() == [], "Stop left the server listed"
+    assert not tracebacks, tracebacks
+    assert not problems, problems
+
+
+def _run_notebook(page, lab: Lab) -> None:  # noqa: ANN001 - playwright's Page
+    page.goto(f"{lab.base}/lab/tree/dashboard.ipynb?token={lab.token}")
+    page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=180_000)
+    page.wait_for_timeout(2000)  # a kernel chooser, if any, opens now
+    if page.locator(".jp-Dialog").count():  # a kernel chooser: take the default (this Python)
+        page.locator(".jp-Dialog button.jp-mod-accept").first.click()
+    page.locator(".lm-MenuBar-itemLabel", has_text="Run").first.click()
+    page.locator(".lm-Menu-itemLabel", has_text="Run All Cells").first.click()
+
+
+def _wait_for_text(page, locator, text: str, timeout_s: float) -> None:  # noqa: ANN001
+    deadline = time.monotonic() + timeout_s
+    seen = ""
+    while time.monotonic() < deadline:
+        seen = locator.inner_text()
+        if text in seen:
+            return
+        page.wait_for_timeout(250)
+    raise AssertionError(f"the panel reads {seen!r}, not {text!r}, after {timeout_s:.0f} s")
+
+
+def _wait_for_chart(page, timeout_s: float) -> dict[str, float]:  # noqa: ANN001
+    """Until the tokens/s chart holds at least 3 points and some tokens were generated."""
+    deadline = time.monotonic() + timeout_s
+    seen = None
+    while time.monotonic() < deadline:
+        seen = page.evaluate(CHART_POINTS)
+        if seen and seen["points"] >= 3 and seen["max"] > 0:
+            return seen
+        page.wait_for_timeout(500)
+    raise AssertionError(f"the chart did not gain points with data: {seen}")

@@ -1,0 +1,62 @@
+"""Signals at any phase: the foreground CLI stops its server on SIGINT, SIGTERM and SIGHUP; an interrupted
+``%%chat`` closes its request and leaves the server ready."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from faultkit import servekit_processes, wait_until
+
+import servekit
+from servekit import registry
+
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("llama_server_ready")]
+
+CLI = [sys.executable, "-m", "servekit.cli", "serve", "llamacpp", "demo-tiny", "--name", "fg"]
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP], ids=lambda s: s.name)
+@pytest.mark.parametrize("delay", [0.05, 0.15, 0.3, 0.5, "ready"])
+def test_foreground_cli_stops_its_server_on_a_signal_at_any_phase(sig, delay):
+    proc = subprocess.Popen(CLI, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    try:
+        if delay == "ready":
+            for line in proc.stdout:
+                if "press Ctrl-C" in line:
+                    break
+            assert [s.name for s in servekit.running()] == ["fg"]
+        else:
+            time.sleep(delay)
+        proc.send_signal(sig)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    wait_until(lambda: not servekit_processes(), timeout=5)
+    assert registry.load_all() == []
+
+
+def test_interrupted_chat_closes_the_request_and_the_server_stays_ready(kernel):
+    out, errors = kernel.run("%serve llamacpp demo-tiny --name talk --parallel 1 --quiet -- --ignore-eos")
+    assert not errors, errors
+    server = servekit.get_server("talk")
+    chat = kernel.start("%%chat talk --max-tokens 200000\nTell me everything.")
+    wait_until(lambda: server.metrics().get("requests_running", 0) == 1, timeout=30)
+    time.sleep(0.5)
+    kernel.manager.interrupt_kernel()
+    out, errors = kernel.collect(chat, timeout=30)
+    assert not errors, errors  # the magic handled the interrupt: no traceback
+    assert "[interrupted: the request was closed; the server is still ready]" in out
+    wait_until(lambda: server.metrics().get("requests_running", 0) == 0, timeout=10)  # llama-server saw it close
+    out, errors = kernel.run("import servekit; print(servekit.get_server('talk').state)")
+    assert out.strip() == "ready" and not errors
+    done = server.client().completions.create(model=server.model, prompt="x", max_tokens=3)
+    assert done.usage.completion_tokens == 3  # and it still serves
+    kernel.run("%stop talk")
