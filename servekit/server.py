@@ -44,7 +44,7 @@ from .errors import (
     UnknownEngine,
 )
 from .keys import mask_key, new_api_key, redact
-from .paths import private_dir, state_dir, state_dir_error
+from .paths import check_socket_room, private_dir, run_dir_for, state_dir, state_dir_error
 from .registry import ServerRecord
 from .spec import ServeSpec, check_name, is_loopback, short_name
 
@@ -604,12 +604,14 @@ def _reserve(eng: Engine, spec: ServeSpec, detach: bool, source_model: str) -> S
                 taken.add(record.name)
         name = _unique_name(spec.name, _model_label(spec), taken)
         server_id = f"{name}-{uuid.uuid4().hex[:8]}"
+        run_dir = run_dir_for(server_id)
+        check_socket_room(run_dir, eng.longest_socket, eng.display_name)
         me = psutil.Process()
         record = ServerRecord(
             id=server_id, name=name, engine=eng.name, model=spec.model, served_name=eng.served_name(spec),
             host=spec.host, port=spec.port or 0, url=f"http://{_url_host(spec.host)}:{spec.port}",
             pid=0, pgid=0, create_time=0.0, log_path=str(state_dir() / "logs" / f"{server_id}.log"),
-            run_dir=str(state_dir() / "run" / server_id), api_key=spec.api_key or None,
+            run_dir=str(run_dir), api_key=spec.api_key or None,
             owner_pid=None if detach else me.pid, owner_create_time=None if detach else me.create_time(),
             started_at=time.time(), state="starting", source_model=source_model,
         )

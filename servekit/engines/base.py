@@ -90,6 +90,9 @@ class Engine(Protocol):
     health_timeout: float  # seconds one readiness probe may take
     startup_timeout: float
     metric_names: Mapping[str, str]
+    # A path relative to the server's run dir at least as long as any unix socket the engine builds there
+    # ("" when it builds none): checked against the kernel's 107-character limit before the engine starts.
+    longest_socket: str
 
     def available(self) -> Availability: ...
 
@@ -166,6 +169,7 @@ class EngineBase:
     health_timeout: float = 2.0
     startup_timeout: float = 600.0
     metric_names: Mapping[str, str] = {}
+    longest_socket: str = ""
     pip_extra: str = ""
 
     def resolve(self, spec: ServeSpec, *, prepare: bool = True) -> ServeSpec:

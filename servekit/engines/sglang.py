@@ -130,6 +130,7 @@ class SglangEngine(PythonEnvEngine):
     health_timeout = 10.0
     startup_timeout = 900.0
     pip_extra = "sglang"
+    longest_socket = "tmp/" + "0" * 24  # ZMQ sockets from tempfile in $TMPDIR (tmpXXXXXXXX)
     package = "sglang"
     cpu_env_name = CPU_ENV_NAME
     cpu_version = SGLANG_VERSION

