@@ -7,7 +7,7 @@ server and ``forget ID`` once the server is stopped or detached. The watchdog ac
 reaches end-of-file — the kernel closes it when the owner dies, however it dies — or when the owner's
 pid (with its start time) is gone, checked every second (a forked child may hold the pipe open).
 It then stops every watched server at once (SIGTERM, then SIGKILL after a bound) by the identity
-marker in the servers' environment, removes their records, and exits.
+marker in the servers' environment (or their run directory and session), removes their records, and exits.
 
 It runs no code of the owner's and needs nothing from it: the guarantee holds for SIGKILL, an
 out-of-memory kill, a segfault or a hard kernel restart. Its cost: one small Python process per owner
@@ -65,10 +65,11 @@ def stop_servers(server_ids: set[str]) -> None:
 
     if not server_ids:
         return
-    procs.terminate(server_ids, timeout=STOP_TIMEOUT)
-    for record in registry.load_all():
-        if record.id in server_ids:
-            registry.discard(record)
+    records = [r for r in registry.load_all() if r.id in server_ids]
+    known = {r.id for r in records}
+    procs.terminate([*records, *(server_ids - known)], timeout=STOP_TIMEOUT)
+    for record in records:
+        registry.discard(record)
 
 
 def main(argv: list[str]) -> int:

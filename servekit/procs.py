@@ -4,6 +4,15 @@ Every engine process servekit starts carries ``SERVEKIT_SERVER_ID=<server id>`` 
 and every process it forks or spawns inherits it (vLLM's EngineCore and workers, SGLang's scheduler).
 A process belongs to a server only when it runs as this user *and* carries that marker — a reused
 pid or process group of some unrelated program never does, so servekit never signals one.
+
+Some engine processes rewrite their title (vLLM's ``VLLM::EngineCore`` and workers, SGLang's scheduler
+through ``setproctitle``), which overwrites the memory ``/proc/PID/environ`` shows, so the marker can
+vanish from view. Those processes keep the working directory servekit started the engine in — the
+server's private run directory (0700, named by the random part of the server id) — and its session
+(the engine is started in a session of its own). So a process of this user whose working directory is
+a server's run directory *and* whose session is the server's belongs to that server too, when the
+caller passes the server's record (anything with ``id``, ``run_dir`` and ``pgid``). A shell someone
+opened in the run directory has a session of its own and is never taken for the server.
 """
 
 from __future__ import annotations
@@ -12,6 +21,7 @@ import os
 import signal
 import time
 from collections.abc import Iterable
+from typing import Protocol
 
 import psutil
 
@@ -19,9 +29,34 @@ MARKER = "SERVEKIT_SERVER_ID"
 _POLL = 0.02
 
 
-def members(server_ids: Iterable[str]) -> dict[str, list[psutil.Process]]:
-    """Live processes of each server (one scan of this user's processes); zombies count as gone."""
-    wanted = set(server_ids)
+class Identified(Protocol):
+    """A server as procs needs it: its id (the marker's value) and its private run directory."""
+
+    id: str
+    run_dir: str
+    pgid: int  # the engine's session and process group (its leader's pid); 0 before it starts
+
+
+Target = str | Identified
+
+
+def _ids_and_dirs(targets: Iterable[Target]) -> tuple[set[str], dict[str, tuple[str, int]]]:
+    ids: set[str] = set()
+    by_dir: dict[str, tuple[str, int]] = {}
+    for target in targets:
+        if isinstance(target, str):
+            ids.add(target)
+            continue
+        ids.add(target.id)
+        if target.run_dir and target.pgid > 0:
+            by_dir[os.path.realpath(target.run_dir)] = (target.id, target.pgid)
+    return ids, by_dir
+
+
+def members(targets: Iterable[Target]) -> dict[str, list[psutil.Process]]:
+    """Live processes of each server (one scan of this user's processes), keyed by server id; zombies count
+    as gone. ``targets``: server ids (marker only), or records (marker, or working directory = run dir)."""
+    wanted, by_dir = _ids_and_dirs(targets)
     found: dict[str, list[psutil.Process]] = {sid: [] for sid in wanted}
     if not wanted:
         return found
@@ -31,17 +66,34 @@ def members(server_ids: Iterable[str]) -> dict[str, list[psutil.Process]]:
             uids = proc.info["uids"]
             if uids is None or uids.real != uid or proc.pid == os.getpid():
                 continue
-            sid = proc.environ().get(MARKER)
-            if sid in wanted and not _gone(proc):
+            sid = _server_of(proc, wanted, by_dir)
+            if sid is not None and not _gone(proc):
                 found[sid].append(proc)
         except (psutil.Error, OSError):
             continue
     return found
 
 
-def members_of(server_id: str) -> list[psutil.Process]:
+def _server_of(proc: psutil.Process, wanted: set[str], by_dir: dict[str, tuple[str, int]]) -> str | None:
+    try:
+        sid = proc.environ().get(MARKER)
+    except (psutil.Error, OSError):
+        sid = None
+    if sid in wanted:
+        return sid
+    if not by_dir:
+        return None
+    try:
+        sid, session = by_dir.get(proc.cwd(), (None, 0))
+        return sid if sid is not None and os.getsid(proc.pid) == session else None
+    except (psutil.Error, OSError):
+        return None
+
+
+def members_of(target: Target) -> list[psutil.Process]:
     """Live processes of one server."""
-    return members([server_id])[server_id]
+    sid = target if isinstance(target, str) else target.id
+    return members([target])[sid]
 
 
 def _gone(proc: psutil.Process) -> bool:
@@ -70,7 +122,7 @@ def wait_gone(procs: list[psutil.Process], timeout: float) -> list[psutil.Proces
     return alive
 
 
-def terminate(server_ids: Iterable[str], timeout: float = 15.0, kill_wait: float = 5.0) -> None:
+def terminate(server_ids: Iterable[Target], timeout: float = 15.0, kill_wait: float = 5.0) -> None:
     """Stop every process of these servers at once: SIGTERM, wait up to ``timeout``, SIGKILL what is left.
 
     Processes forked while this runs are found by a second scan and killed too. Bounded by

@@ -225,7 +225,7 @@ def mark_crashed(record: ServerRecord, exit_code: int | None) -> None:
 
 def is_live(record: ServerRecord) -> bool:
     """True while any process of the server runs."""
-    return bool(procs.members_of(record.id))
+    return bool(procs.members_of(record))
 
 
 def prune_logs(keep: int = 200, max_age_days: float = 14.0, protected: set[str] | None = None) -> int:

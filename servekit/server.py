@@ -136,7 +136,7 @@ class Server:
             self.record.state = "stopped"
             return "stopped"
         self.record = fresh
-        alive = fresh.state in ("starting", "ready", "stopping") and bool(procs.members_of(fresh.id))
+        alive = fresh.state in ("starting", "ready", "stopping") and bool(procs.members_of(fresh))
         return registry.observed_state(fresh, alive)
 
     @property
@@ -248,7 +248,7 @@ class Server:
     def _has_exited(self) -> bool:
         if self._process is not None:
             return self._process.poll() is not None
-        return not procs.members_of(self.record.id)
+        return not procs.members_of(self.record)
 
     def _timeout_message(self, limit: float, why_not: str | None) -> str:
         impostor = (f" Something answers on port {self.port}, but it is not this server: {why_not}."
@@ -347,7 +347,7 @@ class Server:
                 return
             registry.mark_crashed(self.record, code)
         log.warning("servekit: server %r crashed (%s); its log: %s", self.name, exit_description(code), self.log_path)
-        procs.terminate([self.record.id], timeout=5)  # what the dead leader leaves behind (vLLM's EngineCore)
+        procs.terminate([self.record], timeout=5)  # what the dead leader leaves behind (vLLM's EngineCore)
 
     # -- stop ---------------------------------------------------------------------------------
     def stop(self, timeout: float = 15.0) -> None:
@@ -403,7 +403,7 @@ def _stop_many(servers: list[Server], timeout: float) -> None:
         with server._state_lock:
             if server.record.state != "stopped" and server.record.record_path.exists():
                 registry.update(server.record, state="stopping")
-    procs.terminate([s.record.id for s in servers], timeout=timeout)
+    procs.terminate([s.record for s in servers], timeout=timeout)
     for server in servers:
         if server._recorder is not None:
             server._recorder.stop()
@@ -594,7 +594,7 @@ def _reserve(eng: Engine, spec: ServeSpec, detach: bool, source_model: str) -> S
     """Reserve the server's name (unique among listed servers, across processes) with a ``starting`` record."""
     with registry.lock():
         records = registry.load_all()
-        alive = procs.members([r.id for r in records])
+        alive = procs.members(records)
         taken: set[str] = set()
         for record in records:
             state = registry.observed_state(record, bool(alive[record.id]))
@@ -666,7 +666,7 @@ def _launch(eng: Engine, spec: ServeSpec, record: ServerRecord, detach: bool) ->
                 _owned[record.id] = server
         return server
     except BaseException as exc:
-        procs.terminate([record.id], timeout=5)
+        procs.terminate([record], timeout=5)
         registry.discard(record)
         _forget(record.id)
         if isinstance(exc, OSError):
@@ -749,7 +749,7 @@ def reap_orphans() -> list[str]:
     orphans = [r for r in registry.load_all() if r.owner_pid is not None and not registry.owner_alive(r)]
     if not orphans:
         return []
-    procs.terminate([r.id for r in orphans], timeout=10)
+    procs.terminate(orphans, timeout=10)
     for record in orphans:
         registry.discard(record)
     names = [r.name for r in orphans]
@@ -763,7 +763,7 @@ def running() -> list[Server]:
     crashed ones, listed until stopped. Orphans (their starter died) are stopped first."""
     reap_orphans()
     records = registry.load_all()
-    alive = procs.members([r.id for r in records])
+    alive = procs.members(records)
     servers = []
     for record in records:
         state = registry.observed_state(record, bool(alive[record.id]))

@@ -81,6 +81,30 @@ def test_processes_are_members_only_when_they_carry_the_marker(tmp_path):
             proc.wait()
 
 
+def test_a_retitled_process_is_known_by_its_run_dir_and_session(tmp_path):
+    """vLLM's EngineCore rewrites its title, hiding the marker in /proc/PID/environ: its working directory
+    (the run dir) and its session (the engine's) still tie it to the server. A shell opened in the run dir
+    has another session and is not taken for the server."""
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    env = {k: v for k, v in os.environ.items() if k != procs.MARKER}
+    sleep = [sys.executable, "-c", "import time; time.sleep(60)"]
+    engine = subprocess.Popen(sleep, cwd=run_dir, env=env, start_new_session=True)
+    visitor = subprocess.Popen(sleep, cwd=run_dir, env=env, start_new_session=True)
+    record = record_for(tmp_path, name="retitled", pid=engine.pid)
+    try:
+        assert procs.members([record.id])[record.id] == [], "no marker visible, and only the id given"
+        assert [p.pid for p in procs.members_of(record)] == [engine.pid]
+        procs.terminate([record], timeout=5)
+        assert engine.wait(timeout=5) == -15
+        assert visitor.poll() is None, "a process of another session in the run dir is never signalled"
+    finally:
+        for proc in (engine, visitor):
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait()
+
+
 def test_a_reused_pid_is_never_taken_for_the_server(tmp_path):
     """A stale record whose pid now belongs to an unrelated process: the process is not a member,
     the server shows as crashed, and stopping it signals nothing."""
