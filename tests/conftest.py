@@ -24,6 +24,18 @@ def llama_server_ready() -> None:
     assert engine.available(), "llama-server could not be installed"
 
 
+@pytest.fixture(scope="module", params=["compiled", "prebuilt"])
+def llama_build(request, llama_server_ready) -> str:
+    """Runs a module's llama.cpp tests on each build of llama.cpp's server: the compiled ``llama-server`` and
+    the prebuilt one (xllamacpp). Both must be installed (`make test` installs both)."""
+    from servekit.engines.llamacpp import BUILD_ENV, server_build
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv(BUILD_ENV, request.param)
+        assert server_build() == request.param, f"the {request.param} llama.cpp server is not installed"
+        yield request.param
+
+
 @pytest.fixture(scope="session")
 def ipython():
     """IPython's test shell, with ``%load_ext servekit`` done (IPython starts it once per process)."""

@@ -53,6 +53,14 @@ def vocabulary() -> tuple[list[str], list[float], list[int]]:
 
 def write_tiny_gguf(path: Path, seed: int = 0) -> Path:
     """Write the random-weight model to ``path`` (F16, ~2 M parameters) and return it."""
+    return write_random_gguf(path, seed=seed)
+
+
+def write_random_gguf(path: Path, *, hidden: int = HIDDEN, ffn: int = FFN, layers: int = LAYERS, heads: int = HEADS,
+                      seed: int = 0) -> Path:
+    """Write a random-weight Llama of the given shape (F16, the tiny model's tokenizer) to ``path``.
+
+    ``hidden=768, ffn=2048, layers=12`` gives ~86 M parameters: big enough for a CPU speed comparison."""
     import gguf
     import numpy as np
 
@@ -63,12 +71,12 @@ def write_tiny_gguf(path: Path, seed: int = 0) -> Path:
     writer = gguf.GGUFWriter(str(tmp), "llama")
     writer.add_name("servekit tiny demo (random weights)")
     writer.add_context_length(CONTEXT)
-    writer.add_embedding_length(HIDDEN)
-    writer.add_block_count(LAYERS)
-    writer.add_feed_forward_length(FFN)
-    writer.add_head_count(HEADS)
-    writer.add_head_count_kv(HEADS)
-    writer.add_rope_dimension_count(HIDDEN // HEADS)
+    writer.add_embedding_length(hidden)
+    writer.add_block_count(layers)
+    writer.add_feed_forward_length(ffn)
+    writer.add_head_count(heads)
+    writer.add_head_count_kv(heads)
+    writer.add_rope_dimension_count(hidden // heads)
     writer.add_layer_norm_rms_eps(1e-5)
     writer.add_file_type(gguf.LlamaFileType.MOSTLY_F16)
     writer.add_tokenizer_model("llama")
@@ -86,18 +94,18 @@ def write_tiny_gguf(path: Path, seed: int = 0) -> Path:
         return (rng.standard_normal(shape) * 0.02).astype(np.float16)
 
     vocab = len(tokens)
-    writer.add_tensor("token_embd.weight", weight(vocab, HIDDEN))
-    for layer in range(LAYERS):
+    writer.add_tensor("token_embd.weight", weight(vocab, hidden))
+    for layer in range(layers):
         prefix = f"blk.{layer}."
-        writer.add_tensor(prefix + "attn_norm.weight", np.ones(HIDDEN, dtype=np.float32))
+        writer.add_tensor(prefix + "attn_norm.weight", np.ones(hidden, dtype=np.float32))
         for name in ("attn_q", "attn_k", "attn_v", "attn_output"):
-            writer.add_tensor(prefix + name + ".weight", weight(HIDDEN, HIDDEN))
-        writer.add_tensor(prefix + "ffn_norm.weight", np.ones(HIDDEN, dtype=np.float32))
-        writer.add_tensor(prefix + "ffn_gate.weight", weight(FFN, HIDDEN))
-        writer.add_tensor(prefix + "ffn_up.weight", weight(FFN, HIDDEN))
-        writer.add_tensor(prefix + "ffn_down.weight", weight(HIDDEN, FFN))
-    writer.add_tensor("output_norm.weight", np.ones(HIDDEN, dtype=np.float32))
-    writer.add_tensor("output.weight", weight(vocab, HIDDEN))
+            writer.add_tensor(prefix + name + ".weight", weight(hidden, hidden))
+        writer.add_tensor(prefix + "ffn_norm.weight", np.ones(hidden, dtype=np.float32))
+        writer.add_tensor(prefix + "ffn_gate.weight", weight(ffn, hidden))
+        writer.add_tensor(prefix + "ffn_up.weight", weight(ffn, hidden))
+        writer.add_tensor(prefix + "ffn_down.weight", weight(hidden, ffn))
+    writer.add_tensor("output_norm.weight", np.ones(hidden, dtype=np.float32))
+    writer.add_tensor("output.weight", weight(vocab, hidden))
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file()

@@ -1,7 +1,12 @@
-"""llama.cpp's C++ ``llama-server``: find or build the binary, map a ServeSpec onto its flags.
+"""llama.cpp's ``llama-server``: find the server, map a ServeSpec onto its flags.
 
-The binary comes from ``$SERVEKIT_LLAMA_SERVER``, else ``llama-server`` on ``PATH``, else servekit's own
-build (``servekit install llamacpp``) from the llama.cpp sources vendored in the llama-cpp-python sdist.
+Two builds of the same server, chosen per start (``$SERVEKIT_LLAMACPP_BUILD=compiled|prebuilt`` forces one):
+- **compiled** (preferred when present): a ``llama-server`` binary from ``$SERVEKIT_LLAMA_SERVER``, else
+  ``PATH``, else servekit's own build (``servekit install llamacpp --build``) from the llama.cpp sources
+  vendored in the llama-cpp-python sdist. Takes every llama.cpp flag.
+- **prebuilt** (no compiler needed): PyPI's ``xllamacpp`` wheel, a dependency of servekit where a wheel
+  exists, run in a process of its own by :mod:`servekit.engines._llamacpp_prebuilt`, which takes the same
+  flags and refuses by name any it cannot honour.
 """
 
 from __future__ import annotations
@@ -75,6 +80,36 @@ def _find_binary(name: str, env_var: str) -> Path | None:
     return own if own.is_file() else None
 
 
+PREBUILT_MODULE = "servekit.engines._llamacpp_prebuilt"
+BUILD_ENV = "SERVEKIT_LLAMACPP_BUILD"
+
+
+def _prebuilt_available() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("xllamacpp") is not None
+
+
+def server_build() -> str | None:
+    """``compiled``, ``prebuilt`` or None (neither is here): which llama.cpp server the next start runs."""
+    forced = os.environ.get(BUILD_ENV, "").strip().lower()
+    if forced not in ("", "compiled", "prebuilt"):
+        raise InvalidSpec(f"{BUILD_ENV}={forced!r}: use compiled, prebuilt, or leave it unset.")
+    compiled = _find_binary("llama-server", "SERVEKIT_LLAMA_SERVER") is not None
+    if forced == "compiled" or (not forced and compiled):
+        return "compiled" if compiled else None
+    return "prebuilt" if _prebuilt_available() else None
+
+
+def _xllamacpp_version() -> str | None:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("xllamacpp")
+    except PackageNotFoundError:
+        return None
+
+
 def llama_server_binary() -> Path:
     """Path of the ``llama-server`` that servekit will run; raises if there is none."""
     found = _find_binary("llama-server", "SERVEKIT_LLAMA_SERVER")
@@ -128,18 +163,31 @@ class LlamaCppEngine(EngineBase):
 
     # -- availability and installation -----------------------------------------------------
     def available(self) -> Availability:
-        binary = _find_binary("llama-server", "SERVEKIT_LLAMA_SERVER")
-        hint = "Run `servekit install llamacpp` (builds llama-server from source, ~5 min), or set SERVEKIT_LLAMA_SERVER."
-        if binary is None:
+        build = server_build()
+        hint = ("Reinstall servekit where PyPI has an xllamacpp wheel (Linux x86-64, macOS, Windows) for the prebuilt "
+                "server, or run `servekit install llamacpp --build` (needs CMake and a C++ compiler), or set "
+                "SERVEKIT_LLAMA_SERVER to a llama-server binary.")
+        if build is None:
             return Availability(False, install_hint=hint)
+        if build == "prebuilt":
+            return Availability(True, version=f"xllamacpp {_xllamacpp_version()}", detail="prebuilt (xllamacpp)")
+        binary = _find_binary("llama-server", "SERVEKIT_LLAMA_SERVER")
+        assert binary is not None
         if not os.access(binary, os.X_OK):
             return Availability(False, detail=f"{binary} is not executable", install_hint=hint)
         return Availability(True, version=_binary_version(str(binary)), detail=str(binary))
 
     def install(self, progress: Progress | None = None, force: bool = False, variant: str | None = None) -> str:
-        """Build llama-server and llama-quantize into the user cache (once per version)."""
-        if variant not in (None, "", "cpu"):
-            raise InvalidSpec(f"Unknown llama.cpp variant {variant!r}; servekit builds the CPU variant.")
+        """``build``: compile llama-server and llama-quantize into the user cache (once per version).
+        Otherwise the prebuilt server (xllamacpp, installed with servekit) when there is one, else the build."""
+        if variant not in (None, "", "cpu", "build"):
+            raise InvalidSpec(f"Unknown llama.cpp variant {variant!r}: `servekit install llamacpp` (prebuilt where "
+                              "possible) or `servekit install llamacpp --build` (compile llama-server).")
+        if variant != "build" and not force and _prebuilt_available():
+            say = progress or (lambda line: None)
+            say(f"llama.cpp's server is prebuilt here (xllamacpp {_xllamacpp_version()}); "
+                "`servekit install llamacpp --build` compiles llama-server too")
+            return "xllamacpp " + str(_xllamacpp_version())
         return str(build_llama_cpp(progress=progress, force=force))
 
     # -- spec -> command line --------------------------------------------------------------
@@ -156,8 +204,11 @@ class LlamaCppEngine(EngineBase):
         return spec.replace(model=model, served_name=spec.served_name or served, loras=all_loras)
 
     def command(self, spec: ServeSpec) -> list[str]:
-        binary = _find_binary("llama-server", "SERVEKIT_LLAMA_SERVER")
-        cmd = [str(binary) if binary else "llama-server"]
+        if server_build() == "prebuilt":
+            cmd = [sys.executable, "-m", PREBUILT_MODULE]
+        else:
+            binary = _find_binary("llama-server", "SERVEKIT_LLAMA_SERVER")
+            cmd = [str(binary) if binary else "llama-server"]
         if spec.model.lower().endswith(".gguf") or Path(spec.model).is_file():
             cmd += ["-m", spec.model]
         else:
@@ -204,7 +255,8 @@ class LlamaCppEngine(EngineBase):
         return Launch(command, self.environment(spec, ctx))
 
     def validate(self, spec: ServeSpec) -> str:
-        """Run llama-server's own argument parser on the command line servekit would run.
+        """Run llama-server's own argument parser on the command line servekit would run (the prebuilt
+        server: its launcher's parser, which refuses by name what it cannot honour).
 
         llama-server parses every flag before it loads a model, so it is started with the model swapped
         for a file that does not exist, on a free loopback port: a bad flag ends it with llama-server's
@@ -217,8 +269,9 @@ class LlamaCppEngine(EngineBase):
                                      loras=tuple((n, str(Path(tmp) / f"{n}.gguf")) for n, _ in resolved.loras))
             for _, path in probe.loras:
                 Path(path).write_bytes(b"")  # exists, so the parser accepts it; never loaded
+            check_flag = ["--check"] if server_build() == "prebuilt" else []  # the prebuilt launcher parses only
             try:
-                out = subprocess.run(self.command(probe), capture_output=True, text=True, timeout=60, cwd=tmp,
+                out = subprocess.run(self.command(probe) + check_flag, capture_output=True, text=True, timeout=60, cwd=tmp,
                                      env={**os.environ, "TMPDIR": tmp}, stdin=subprocess.DEVNULL, check=False)
             except subprocess.TimeoutExpired as exc:
                 raise InvalidSpec("llama-server's argument check did not finish within 60 s.") from exc
@@ -240,6 +293,8 @@ class LlamaCppEngine(EngineBase):
         return answers_json(http, "/props", "default_generation_settings")
 
     def web_ui(self, url: str) -> WebPage:
+        if server_build() == "prebuilt":
+            return WebPage(url.rstrip("/") + "/", "llama.cpp's chat page (prebuilt server)")
         binary = _find_binary("llama-server", "SERVEKIT_LLAMA_SERVER")
         if binary is not None and _own_binary("llama-server") == binary:
             return WebPage(None, "API only: servekit's offline build of llama-server has no chat page. For the web UI, "
@@ -374,7 +429,8 @@ def _free_port() -> int:
 
 _CHECK_REJECTED = re.compile(r"^(?:error: )?(invalid argument: .*|error while handling argument .*|.*unknown argument.*)$",
                              re.MULTILINE | re.IGNORECASE)
-_CHECK_REACHED_MODEL = ("servekit-check-no-model.gguf", "failed to load model", "failed to open", "loading model")
+_CHECK_REACHED_MODEL = ("servekit-check-no-model.gguf", "failed to load model", "failed to open", "loading model",
+                        "prebuilt llama.cpp server accepts every flag")
 
 
 def _parse_check(output: str, command: list[str]) -> str:

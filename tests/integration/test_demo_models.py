@@ -1,4 +1,5 @@
-"""The trained demo model, its quantized variants and its LoRA adapters, through a real llama-server.
+"""The trained demo model, its quantized variants and its LoRA adapters, through a real llama-server —
+the compiled one and the prebuilt one (xllamacpp), each test once on each.
 
 The build runs once per session (about 4 minutes on 2 cores; the user cache makes re-runs instant).
 """
@@ -14,7 +15,8 @@ import servekit
 from servekit import demo
 from servekit.demo import tasks
 
-pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("llama_server_ready")]
+# every test here runs on the compiled llama-server and on the prebuilt server (xllamacpp)
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("llama_server_ready", "llama_build")]
 
 
 @pytest.fixture(scope="session")
@@ -27,7 +29,7 @@ def built(llama_server_ready):
 
 
 @pytest.fixture(scope="module")
-def table(built):
+def table(built, llama_build):
     """Accuracy and confidence for F16 and every quantization type, through llama-server."""
     return demo.quant_table(n=100, progress=print)
 

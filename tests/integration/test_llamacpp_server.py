@@ -16,7 +16,8 @@ import pytest
 import servekit
 from servekit.errors import ModelNotFound, PortInUse, ServerStartError
 
-pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("llama_server_ready")]
+# every test here runs on the compiled llama-server and on the prebuilt server (xllamacpp)
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("llama_server_ready", "llama_build")]
 NO_EOS = {"ignore_eos": True}  # random weights often emit EOS at once
 
 
