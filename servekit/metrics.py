@@ -336,6 +336,7 @@ class MetricsRecorder:
         self._deriver = Deriver(window)
         self._started_at: float | None = None
         self._stopping = threading.Event()
+        self._sampled = threading.Event()
         self._thread: threading.Thread | None = None
 
     @classmethod
@@ -360,6 +361,10 @@ class MetricsRecorder:
         thread = self._thread
         if thread is not None and thread is not threading.current_thread():
             thread.join(timeout)
+
+    def wait_for_first_sample(self, timeout: float) -> bool:
+        """Wait at most ``timeout`` s until the history holds a row; True once it does."""
+        return self._sampled.wait(timeout)
 
     def join(self, timeout: float | None = None) -> bool:
         """Wait for the thread to end by itself (``should_continue`` said no); True once it has."""
@@ -406,6 +411,7 @@ class MetricsRecorder:
             with self._lock:
                 self._rows.append(row)
                 subscribers = list(self._subscribers)
+            self._sampled.set()
         for callback in subscribers:
             _quietly(callback, row)
         return row

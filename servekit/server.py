@@ -60,6 +60,7 @@ log = logging.getLogger(__name__)
 LOG_TAIL_LINES = 40
 PORT_ATTEMPTS = 3  # a free port can be taken by another program before the engine binds it: retry elsewhere
 EXIT_STOP_TIMEOUT = 5.0  # seconds each server gets to stop at interpreter exit (all stop in parallel)
+FIRST_SAMPLE_WAIT_S = 6.0  # the first metrics sample: one scrape (its timeout is 5 s) and the /slots call
 _owned: dict[str, Server] = {}
 _attached: dict[str, Server] = {}  # by name: servers of others this process watches (:func:`attach`)
 _owned_lock = threading.Lock()
@@ -291,8 +292,11 @@ class Server:
 
     def metrics_history(self) -> pandas.DataFrame:
         """The recorded metrics over time, one row a sample, the same columns for every engine
-        (docs/metrics.md). Recording starts at the first call of this or :meth:`recorder`."""
-        return self.recorder().history()
+        (docs/metrics.md). Recording starts at the first call of this or :meth:`recorder`; a first call
+        waits for the first sample (at most a few seconds), so the frame is not empty."""
+        recorder = self.recorder()
+        recorder.wait_for_first_sample(timeout=recorder.interval + FIRST_SAMPLE_WAIT_S)
+        return recorder.history()
 
     # -- LoRA ---------------------------------------------------------------------------------
     def load_lora(self, name: str, path: str | os.PathLike[str]) -> None:

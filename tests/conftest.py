@@ -9,6 +9,9 @@ import tempfile
 # would let the autouse stop_all() below stop the user's servers). Set before servekit is imported
 # anywhere, so child processes (CLI, kernels, orphan tests) inherit it.
 os.environ["SERVEKIT_STATE_DIR"] = tempfile.mkdtemp(prefix="servekit-test-state-")
+# Run folders (sockets; the working directory of every engine process) of this session only: the fault suite
+# finds a session's engine processes by it, and no test shares /tmp/servekit-UID with the user's servers.
+os.environ["SERVEKIT_RUN_DIR"] = tempfile.mkdtemp(prefix="sk-run-", dir="/tmp")
 
 import pytest  # noqa: E402
 

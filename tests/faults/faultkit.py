@@ -6,6 +6,7 @@ import os
 import sys
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import psutil
 import pytest
@@ -15,13 +16,17 @@ from servekit.procs import MARKER
 
 def servekit_processes() -> list[psutil.Process]:
     """Every live engine process of this test session: it carries a servekit server marker and this
-    session's state directory (other sessions on the machine have their own)."""
-    state_dir = os.environ["SERVEKIT_STATE_DIR"]
+    session's state directory, or works in this session's run folder (vLLM's EngineCore rewrites its
+    environment area when it retitles itself, so its marker cannot be read)."""
+    state_dir, run_root = os.environ["SERVEKIT_STATE_DIR"], os.environ["SERVEKIT_RUN_DIR"]
     found = []
     for proc in psutil.process_iter():
         try:
+            if proc.pid == os.getpid() or proc.status() == psutil.STATUS_ZOMBIE:
+                continue
             env = proc.environ()
-            if MARKER in env and env.get("SERVEKIT_STATE_DIR") == state_dir and proc.status() != psutil.STATUS_ZOMBIE:
+            marked = MARKER in env and env.get("SERVEKIT_STATE_DIR") == state_dir
+            if marked or Path(proc.cwd()).is_relative_to(run_root):
                 found.append(proc)
         except psutil.Error:
             continue

@@ -41,7 +41,7 @@ def test_killed_kernel_takes_every_vllm_process_with_it(kernel):
                         "print(json.dumps({'port': s.port}))")
     port = json.loads(out.strip().splitlines()[-1])["port"]
     names = {p.name() for p in servekit_processes()}
-    assert len(servekit_processes()) >= 3, names  # API server, EngineCore, resource tracker …
+    assert len(servekit_processes()) >= 2, names  # API server, EngineCore (and a resource tracker on some machines)
     killed = time.monotonic()
     kernel.manager.restart_kernel(now=True)  # SIGKILL: no code of the kernel's runs
     seconds = wait_until(lambda: not servekit_processes() and port_is_free("127.0.0.1", port), timeout=30)

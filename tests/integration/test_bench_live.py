@@ -59,9 +59,10 @@ class InFlightWatcher:
 @pytest.mark.parametrize("users", [1, 4])
 def test_closed_loop_keeps_that_many_requests_in_flight_in_the_servers_own_metrics(llama, users):
     watcher = InFlightWatcher(llama)
-    result = bench.run(llama, concurrency=users, requests=12 * users, input_tokens=32, output_tokens=192,
+    # timed, not counted: a fast CPU finishes a dozen 192-token requests of the demo model in a second
+    result = bench.run(llama, concurrency=users, duration=5.0, input_tokens=32, output_tokens=192,
                        on_progress=watcher, progress=False)
-    assert result.summary["failed"] == 0 and result.summary["completed"] == 12 * users
+    assert result.summary["failed"] == 0 and result.summary["completed"] >= 2 * users
     assert len(watcher.seen) >= 5, "the run was too short to watch"
     assert max(watcher.seen) == users  # never more than the users, and all of them at some point
     assert np.median(watcher.seen) >= users - 1  # a user is idle only between its requests

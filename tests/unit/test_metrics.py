@@ -368,6 +368,23 @@ def test_stop_ends_a_long_wait_at_once():
     assert not recorder.running and len(recorder.rows()) == 1
 
 
+def test_the_first_sample_can_be_waited_for():
+    """metrics_history() right after the recorder starts waits for the first row instead of an empty frame."""
+    release = threading.Event()
+
+    def slow_scrape() -> MetricsSnapshot:
+        release.wait(30)
+        return sample("vllm", 1)[0]
+
+    recorder = MetricsRecorder(slow_scrape, interval=3600).start()
+    try:
+        assert not recorder.wait_for_first_sample(timeout=0.05) and recorder.history().empty
+        release.set()
+        assert recorder.wait_for_first_sample(timeout=30) and len(recorder.history()) == 1
+    finally:
+        recorder.stop(timeout=30)
+
+
 def test_history_is_bounded():
     clock = Clock()
     recorder = MetricsRecorder(lambda: sample("sglang", 1)[0], max_rows=3, clock=clock)
