@@ -109,12 +109,14 @@ def test_a_run_folder_of_another_kind_is_refused(tmp_path: Path, monkeypatch: py
 
 
 UNREAPING_PARENT = textwrap.dedent("""
-    import sys, time
+    import os
     import servekit
     from servekit.demo import tiny_gguf
     server = servekit.serve("llamacpp", str(tiny_gguf()), name="unreaped", detach=True)
     print(server.pid, server.port, flush=True)
-    time.sleep(600)  # never waits for its child: once stopped, the engine stays a zombie
+    # become a program that never waits for its children (servekit's monitor thread goes with the exec):
+    # once stopped, the engine stays a zombie
+    os.execv("/bin/sleep", ["sleep", "600"])
 """)
 
 
