@@ -166,13 +166,14 @@ def request_options(server: Server, adapter: str | None) -> dict[str, Any]:
 
 
 def _ask(client: Any, options: dict[str, Any], example: tasks.Example, logprobs: bool) -> Answer:
-    extra: dict[str, Any] = {"top_logprobs": 2} if logprobs else {}
+    # left out when off: SGLang refuses an explicit ``"logprobs": null`` (400, "Input should be a valid boolean")
+    extra: dict[str, Any] = {"logprobs": True, "top_logprobs": 2} if logprobs else {}
     tools = example.tools()
     if tools:
         extra["tools"] = tools
     reply = client.chat.completions.create(
         model=options["model"], messages=example.messages(), temperature=0.0,
-        max_tokens=TOOL_MAX_TOKENS if tools else MAX_TOKENS, logprobs=logprobs or None,
+        max_tokens=TOOL_MAX_TOKENS if tools else MAX_TOKENS,
         extra_body=options.get("extra_body") or None, **extra,
     )
     choice = reply.choices[0]
