@@ -125,12 +125,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 class _StopSignals:
     """SIGINT, SIGTERM and SIGHUP raise KeyboardInterrupt from the moment ``servekit serve`` starts, so a
-    signal at any phase — reserving the name, starting, waiting for readiness, serving — stops the server."""
+    signal at any phase — reserving the name, starting, waiting for readiness, serving — stops the server.
+    A signal this process was started with ignored stays ignored (``nohup servekit serve`` outlives its
+    terminal; a background job of a script ignores SIGINT)."""
 
     SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
     def __enter__(self) -> _StopSignals:
-        self._previous = {sig: signal.signal(sig, self._raise) for sig in self.SIGNALS}
+        self._previous = {sig: signal.signal(sig, self._raise) for sig in self.SIGNALS
+                          if signal.getsignal(sig) is not signal.SIG_IGN}
         return self
 
     def __exit__(self, *exc: object) -> None:

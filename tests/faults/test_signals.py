@@ -20,11 +20,18 @@ pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("llama_server_rea
 CLI = [sys.executable, "-m", "servekit.cli", "serve", "llamacpp", "demo-tiny", "--name", "fg"]
 
 
+def _default_signals() -> None:
+    """The CLI starts as from a terminal, whatever started pytest: a background job of a script (SIGINT
+    ignored) or nohup (SIGHUP ignored) hands its children ignored signals, and the CLI keeps them ignored."""
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, signal.SIG_DFL)
+
+
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP], ids=lambda s: s.name)
 @pytest.mark.parametrize("delay", [0.05, 0.15, 0.3, 0.5, "ready"])
 def test_foreground_cli_stops_its_server_on_a_signal_at_any_phase(sig, delay):
     proc = subprocess.Popen(CLI, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"}, preexec_fn=_default_signals)
     try:
         if delay == "ready":
             for line in proc.stdout:
@@ -35,6 +42,31 @@ def test_foreground_cli_stops_its_server_on_a_signal_at_any_phase(sig, delay):
             time.sleep(delay)
         proc.send_signal(sig)
         proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    wait_until(lambda: not servekit_processes(), timeout=5)
+    assert registry.load_all() == []
+
+
+def test_under_nohup_a_hangup_leaves_the_server_serving():
+    """Started with SIGHUP ignored (``nohup servekit serve``): a hangup changes nothing; SIGTERM still stops it."""
+    def nohup() -> None:
+        _default_signals()
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
+
+    proc = subprocess.Popen(CLI, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"}, preexec_fn=nohup)
+    try:
+        for line in proc.stdout:
+            if "press Ctrl-C" in line:
+                break
+        proc.send_signal(signal.SIGHUP)
+        time.sleep(1.0)
+        assert proc.poll() is None and servekit.get_server("fg").ping()
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
     finally:
         if proc.poll() is None:
             proc.kill()

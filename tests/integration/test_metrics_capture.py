@@ -236,7 +236,8 @@ def test_recorder_follows_the_live_server(server):
     # a row about once a second, each announced to the subscriber
     assert len(ticks) == len(frame) and len(frame) >= 10
     gaps = [b - a for a, b in zip(frame["elapsed_s"], frame["elapsed_s"][1:])]
-    assert 0.8 <= statistics.median(gaps) <= 1.3 and max(gaps) < 3.0, gaps
+    # a slow answer delays one row, never more than the scrape timeout (5 s): vLLM on 2 cores took 1.7-2.8 s
+    assert 0.8 <= statistics.median(gaps) <= 1.3 and max(gaps) < 1.0 + 5.0 + 0.5, gaps
     during = [r for r, t in zip(rows, ticks) if loaded_from + 1.5 <= t <= loaded_until - 0.5]
     assert during, "no row while requests ran"
     assert all(r["generation_tokens_per_s"] > 0 for r in during), [r["generation_tokens_per_s"] for r in during]
