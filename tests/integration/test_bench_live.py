@@ -133,6 +133,16 @@ def test_a_server_killed_mid_run_gives_failed_requests_and_partial_results(llama
     assert summary["total_output_tokens"] == summary["completed"] * 64  # failed ones never count
 
 
+@pytest.fixture
+def python_sigint():
+    """Python's own Ctrl-C handler, as in a kernel: interrupt_main() does nothing while SIGINT is ignored
+    (pytest run as a background job of a script inherits an ignored SIGINT)."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
+@pytest.mark.usefixtures("python_sigint")
 def test_an_interrupted_sweep_returns_what_it_measured(llama):
     fired = []
 
