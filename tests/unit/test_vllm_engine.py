@@ -16,7 +16,7 @@ from servekit.errors import EngineNotInstalled, InvalidSpec, ModelNotFound
 from servekit.spec import ServeSpec
 
 FAKE_PYTHON = "/opt/vllm-env/bin/python"
-SERVER = [FAKE_PYTHON, "-m", "vllm.entrypoints.openai.api_server"]
+SERVER = [FAKE_PYTHON, "-c", vl.SERVE_LAUNCHER, "serve"]  # `vllm serve`, as its console script runs it
 
 
 @pytest.fixture
@@ -48,8 +48,8 @@ def command(engine, model, **options):
     options = {"port": 8123, "api_key": "k" * 8, "cpu": False, **options}
     spec = engine.resolve(ServeSpec.build("vllm", model, **options))
     cmd = engine.command(spec)
-    assert cmd[:3] == SERVER
-    return spec, cmd[3:]
+    assert cmd[:4] == SERVER
+    return spec, cmd[4:]
 
 
 def test_base_command_always_binds_the_host(engine, hf_dir):
@@ -120,12 +120,13 @@ def test_local_models_are_checked(engine, tmp_path):
         command(engine, "org/model", lora={"x": str(tmp_path / "empty")})
 
 
-def test_environment_keeps_everything_in_the_run_dir(engine, tmp_path, hf_dir):
+def test_environment_keeps_run_files_in_the_run_dir_and_the_compile_cache_where_vllm_does(engine, tmp_path, hf_dir):
     spec, _ = command(engine, str(hf_dir), cpu=True)
     run_dir = tmp_path / "run"
     env = engine.environment(spec, LaunchContext(run_dir=run_dir, log_path=tmp_path / "log"))
-    for key in ("TMPDIR", "VLLM_RPC_BASE_PATH", "VLLM_CACHE_ROOT"):
+    for key in ("TMPDIR", "VLLM_RPC_BASE_PATH"):
         assert Path(env[key]).is_relative_to(run_dir), key
+    assert "VLLM_CACHE_ROOT" not in env  # vLLM's own (~/.cache/vllm, or the user's): the next start reuses it
     assert Path(env["TMPDIR"]).is_dir() and Path(env["VLLM_RPC_BASE_PATH"]).is_dir()
     assert env["HF_HUB_OFFLINE"] == "1"
     assert env["VLLM_ALLOW_RUNTIME_LORA_UPDATING"] == "True"
