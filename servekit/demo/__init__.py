@@ -4,7 +4,7 @@ Model names (for ``serve()``, ``%serve`` and the CLI):
 
 * ``demo`` — a tiny Llama trained here on two tasks and a tool call (F16 GGUF for llama.cpp, a HF folder for
   vLLM/SGLang);
-* ``demo:Q4_K_M`` — the same model quantized by ``llama-quantize`` (Q8_0, Q6_K, Q5_K_M, Q4_K_M, Q4_0, Q3_K_M, Q2_K);
+* ``demo:Q4_K_M`` — the same model quantized by llama.cpp's quantizer (no ``llama-quantize`` binary needed) (Q8_0, Q6_K, Q5_K_M, Q4_K_M, Q4_0, Q3_K_M, Q2_K);
 * ``demo+lora-opposite``, ``demo+lora-next`` (or ``demo+loras`` for both) — with LoRA adapters loaded;
   a request applies one by naming it (:func:`evaluate` does that for you);
 * ``demo-tiny`` — random weights, written in under a second: it proves a server starts, nothing more.

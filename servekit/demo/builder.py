@@ -306,25 +306,44 @@ def _folder_size(folder: Path) -> int:
 
 # -- GGUF ----------------------------------------------------------------------------------------
 def _llama_cpp_tools_available() -> bool:
-    from ..engines import llamacpp
+    from ..engines import _llamacpp_quantize, llamacpp
 
     try:
-        llamacpp.llama_quantize_binary()
         llamacpp.llama_cpp_source_dir()
+        if not _llamacpp_quantize.available():
+            llamacpp.llama_quantize_binary()
     except BuildError:
         return False
     return True
 
 
-def _build_gguf(art: Artefacts, display: Display) -> None:
-    from ..engines import llamacpp
+def _quantizer(log_path: Path) -> tuple[str, Callable[[Path, Path, str], Any]]:
+    """llama.cpp's quantizer from the prebuilt package (byte for byte what llama-quantize writes, no binary
+    needed), else the ``llama-quantize`` binary of a compiled build; (what it is, quantize(source, target, kind))."""
+    from ..engines import _llamacpp_quantize, llamacpp
     from ..envs import run_logged
 
+    if _llamacpp_quantize.available():
+        return "llama.cpp's quantizer (prebuilt package)", _llamacpp_quantize.quantize
     try:
-        quantize = llamacpp.llama_quantize_binary()
+        binary = llamacpp.llama_quantize_binary()
+    except BuildError as exc:
+        raise BuildError(f"The quantized GGUF files need llama.cpp's quantizer: {exc}") from exc
+
+    def run_binary(source: Path, target: Path, kind: str) -> None:
+        run_logged([str(binary), str(source), str(target), kind], log_path, None)
+
+    return "llama-quantize", run_binary
+
+
+def _build_gguf(art: Artefacts, display: Display) -> None:
+    from ..engines import llamacpp
+
+    try:
         source = llamacpp.llama_cpp_source_dir()
     except BuildError as exc:
-        raise BuildError(f"The GGUF files need llama.cpp's converter and llama-quantize: {exc}") from exc
+        raise BuildError(f"The GGUF files need llama.cpp's converter: {exc}") from exc
+    quantizer, quantize = _quantizer(art.log_path)
     python = build_python(display)
     staging = art.root / ".gguf-partial"
     shutil.rmtree(staging, ignore_errors=True)
@@ -348,9 +367,9 @@ def _build_gguf(art: Artefacts, display: Display) -> None:
     seconds["convert"] = round(time.monotonic() - started, 1)
 
     started = time.monotonic()
-    display.message(f"quantizing with llama-quantize: {', '.join(QUANT_TYPES)} …")
+    display.message(f"quantizing with {quantizer}: {', '.join(QUANT_TYPES)} …")
     for quant in QUANT_TYPES:
-        run_logged([str(quantize), str(f16), str(staging / f"demo-{quant}.gguf"), quant], art.log_path, None)
+        quantize(f16, staging / f"demo-{quant}.gguf", quant)
     seconds["quantize"] = round(time.monotonic() - started, 1)
 
     staging.rename(art.gguf_dir)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from servekit import demo
 from servekit.demo import builder
 
@@ -64,3 +66,22 @@ def test_worker_events_become_messages_then_steps():
     builder._show({"stage": "train", "step": 50, "total": 100, "loss": 2.0}, display)
     builder._show({"stage": "eval", "message": "reverse 100%, add 62%"}, display)
     assert lines == ["train: 1.57 M parameters", "train: step 50/100, loss 2.000", "eval: reverse 100%, add 62%"]
+
+
+def test_the_ladder_uses_llama_cpps_quantizer_from_the_prebuilt_package(monkeypatch, tmp_path):
+    from servekit.engines import _llamacpp_quantize, llamacpp
+    from servekit.errors import BuildError
+
+    what, quantize = builder._quantizer(tmp_path / "log")
+    assert quantize is _llamacpp_quantize.quantize and "prebuilt" in what
+    monkeypatch.setattr(_llamacpp_quantize, "available", lambda: False)
+    monkeypatch.setattr(llamacpp, "llama_quantize_binary", lambda: tmp_path / "bin" / "llama-quantize")
+    what, _ = builder._quantizer(tmp_path / "log")
+    assert what == "llama-quantize"
+
+    def missing():
+        raise BuildError("llama-quantize is not installed: run `servekit install llamacpp`.")
+
+    monkeypatch.setattr(llamacpp, "llama_quantize_binary", missing)
+    with pytest.raises(BuildError, match="quantizer"):
+        builder._quantizer(tmp_path / "log")
