@@ -13,9 +13,10 @@ $(BIN)/.installed: pyproject.toml
 
 venv: $(BIN)/.installed
 
-# Build llama-server once into the user cache (about 5 minutes on 2 cores), then chat with the demo model.
+# Chat with the demo model on llama.cpp's prebuilt server (it comes with servekit: no compiler, no CMake).
+# The first run builds the demo model into the user cache.
 demo: venv
-	$(BIN)/servekit install llamacpp --build
+	$(BIN)/servekit install llamacpp
 	$(BIN)/servekit demo
 
 # Everything the integration tests start for real, installed once into the user cache: llama-server
@@ -25,8 +26,8 @@ engines: venv
 	$(MAKE) -j4 --no-print-directory engine-llamacpp engine-vllm engine-sglang demo-hf
 	$(BIN)/servekit demo build
 
-# llama.cpp: the compiled llama-server too (the tests run both it and the prebuilt server; the demo
-# model's GGUF conversion and quantization use its tools).
+# llama.cpp: the compiled llama-server too (the tests run both it and the prebuilt server, and compare the
+# prebuilt package's quantizer with its llama-quantize).
 engine-llamacpp: venv
 	$(BIN)/servekit install llamacpp --build
 

@@ -306,12 +306,13 @@ def _folder_size(folder: Path) -> int:
 
 # -- GGUF ----------------------------------------------------------------------------------------
 def _llama_cpp_tools_available() -> bool:
+    """llama.cpp's quantizer is here (prebuilt package or a compiled build); its converters are fetched if needed."""
     from ..engines import _llamacpp_quantize, llamacpp
 
+    if _llamacpp_quantize.available():
+        return True
     try:
-        llamacpp.llama_cpp_source_dir()
-        if not _llamacpp_quantize.available():
-            llamacpp.llama_quantize_binary()
+        llamacpp.llama_quantize_binary()
     except BuildError:
         return False
     return True
@@ -340,7 +341,7 @@ def _build_gguf(art: Artefacts, display: Display) -> None:
     from ..engines import llamacpp
 
     try:
-        source = llamacpp.llama_cpp_source_dir()
+        source = llamacpp.fetch_llama_cpp_sources(progress=display.message)
     except BuildError as exc:
         raise BuildError(f"The GGUF files need llama.cpp's converter: {exc}") from exc
     quantizer, quantize = _quantizer(art.log_path)

@@ -498,6 +498,27 @@ def _resolve_model(model: str, quantization: str | None,
 
 
 # -- building llama.cpp ------------------------------------------------------------------------
+def fetch_llama_cpp_sources(progress: Progress | None = None) -> Path:
+    """llama.cpp's sources (its GGUF converters, gguf-py) unpacked into the user cache, nothing compiled:
+    the demo model's GGUF conversion needs them, the prebuilt server does not. Returns the source folder."""
+    from ..envs import run_logged
+
+    try:
+        return llama_cpp_source_dir()
+    except BuildError:
+        pass
+    root = build_root()
+    root.mkdir(parents=True, exist_ok=True)
+    say = progress or (lambda line: None)
+    with tempfile.TemporaryDirectory(prefix="servekit-llama-") as tmp:
+        say(f"downloading the {SDIST_PACKAGE} {SDIST_VERSION} source distribution (llama.cpp's converters)")
+        # only this package from source: its build tools (scikit-build-core, cmake) come as wheels, so
+        # reading the sdist's metadata compiles nothing
+        run_logged([sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", SDIST_PACKAGE,
+                    f"{SDIST_PACKAGE}=={SDIST_VERSION}", "-d", tmp], root / "sources.log", progress)
+        return _unpack_vendored_llama_cpp(next(Path(tmp).glob("*.tar.gz")), root)
+
+
 def build_llama_cpp(progress: Progress | None = None, force: bool = False) -> Path:
     """Build ``llama-server`` and ``llama-quantize`` from the llama-cpp-python sdist; return the bin folder."""
     from ..envs import run_logged

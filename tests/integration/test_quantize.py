@@ -6,6 +6,7 @@ Needs the demo model's F16 GGUF and the compiled build's ``llama-quantize`` (``m
 
 from __future__ import annotations
 
+import os
 import subprocess
 from pathlib import Path
 
@@ -72,3 +73,21 @@ def test_a_file_it_wrote_serves_and_answers(f16, tmp_path, monkeypatch):
             model=server.model, messages=e.messages(), temperature=0, max_tokens=16).choices[0].message.content)
             for e in examples)
     assert right >= 0.9 * len(examples)
+
+
+def test_converters_come_without_a_compiler(tmp_path, monkeypatch):
+    """The demo's GGUF conversion needs llama.cpp's converter scripts, not a build: with cc, c++ and cmake
+    shadowed by scripts that fail, a fresh cache gets the sources (pip download + unpack) and no binary."""
+    shadow = tmp_path / "shadow"
+    shadow.mkdir()
+    for tool in ("cc", "c++", "gcc", "g++", "clang", "clang++", "cmake", "make"):
+        script = shadow / tool
+        script.write_text("#!/bin/sh\necho \"$0 must not run\" >&2\nexit 97\n")
+        script.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{shadow}:{os.environ['PATH']}")
+    monkeypatch.setenv("SERVEKIT_CACHE_DIR", str(tmp_path / "cache"))
+    source = llamacpp.fetch_llama_cpp_sources()
+    assert (source / "convert_hf_to_gguf.py").is_file() and (source / "convert_lora_to_gguf.py").is_file()
+    assert source.is_relative_to(tmp_path / "cache")
+    assert not (llamacpp.build_root() / "bin").exists(), "nothing was compiled"
+    assert llamacpp.fetch_llama_cpp_sources() == source  # the second call finds them
