@@ -566,7 +566,12 @@ def serve(engine: str, model: str, *, wait: bool = True, timeout: float | None =
     attempts = PORT_ATTEMPTS if spec.port is None else 1
     for attempt in range(1, attempts + 1):
         chosen = spec.replace(port=_choose_port(spec))
-        server = _launch(eng, chosen, _reserve(eng, chosen, detach, source_model=model), detach)
+        record = _reserve(eng, chosen, detach, source_model=model)
+        try:
+            server = _launch(eng, chosen, record, detach)
+        except BaseException:  # an interrupt just before or after _launch's own clean-up: nothing may stay
+            _undo_start(record)
+            raise
         if not wait:
             return server
         try:
@@ -595,7 +600,20 @@ def _warn_if_exposed(spec: ServeSpec) -> None:
 
 
 def _reserve(eng: Engine, spec: ServeSpec, detach: bool, source_model: str) -> ServerRecord:
-    """Reserve the server's name (unique among listed servers, across processes) with a ``starting`` record."""
+    """Reserve the server's name (unique among listed servers, across processes) with a ``starting`` record.
+    An interrupt after the record is written (a signal to ``servekit serve`` at that moment) removes it."""
+    saved: list[ServerRecord] = []
+    try:
+        return _write_reservation(eng, spec, detach, source_model, saved)
+    except BaseException:
+        for record in saved:
+            registry.discard(record)
+        raise
+
+
+def _write_reservation(eng: Engine, spec: ServeSpec, detach: bool, source_model: str,
+                       saved: list[ServerRecord]) -> ServerRecord:
+    """The reservation itself, under the registry lock; the record goes into ``saved`` before it is written."""
     with registry.lock():
         records = registry.load_all()
         alive = procs.members(records)
@@ -619,6 +637,7 @@ def _reserve(eng: Engine, spec: ServeSpec, detach: bool, source_model: str) -> S
             owner_pid=None if detach else me.pid, owner_create_time=None if detach else me.create_time(),
             started_at=time.time(), state="starting", source_model=source_model,
         )
+        saved.append(record)  # before it exists on disk: an interrupt inside save() is cleaned up too
         registry.save(record)
         registry.prune_logs(protected={r.log_path for r in records})
     return record
@@ -644,8 +663,8 @@ def _unique_name(wanted: str | None, model: str, taken: set[str]) -> str:
 def _launch(eng: Engine, spec: ServeSpec, record: ServerRecord, detach: bool) -> Server:
     """Start the engine for a reserved record; on any failure (an interrupt included) stop whatever
     started — found by its identity marker, so no moment leaves an engine behind — and drop the record."""
-    spec = spec.replace(name=record.name)
     try:
+        spec = spec.replace(name=record.name)
         run_dir = private_dir(Path(record.run_dir))
         private_dir(run_dir / "tmp")
         launch = eng.launch(spec, LaunchContext(run_dir=run_dir, log_path=Path(record.log_path)))
@@ -670,12 +689,17 @@ def _launch(eng: Engine, spec: ServeSpec, record: ServerRecord, detach: bool) ->
                 _owned[record.id] = server
         return server
     except BaseException as exc:
-        procs.terminate([record], timeout=5)
-        registry.discard(record)
-        _forget(record.id)
+        _undo_start(record)
         if isinstance(exc, OSError):
             raise state_dir_error(exc) from exc
         raise
+
+
+def _undo_start(record: ServerRecord) -> None:
+    """Stop whatever a start got to (found by its identity marker), drop its record and forget it."""
+    procs.terminate([record], timeout=5)
+    registry.discard(record)
+    _forget(record.id)
 
 
 def _create_time(pid: int) -> float:

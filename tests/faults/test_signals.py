@@ -92,3 +92,21 @@ def test_interrupted_chat_closes_the_request_and_the_server_stays_ready(kernel):
     done = server.client().completions.create(model=server.model, prompt="x", max_tokens=3)
     assert done.usage.completion_tokens == 3  # and it still serves
     kernel.run("%stop talk")
+
+
+@pytest.mark.parametrize("where", ["after the record is written", "before the engine starts"])
+def test_an_interrupt_at_the_reservation_leaves_no_record(where, monkeypatch):
+    """The moments a signal test hits only now and then (0.15 s into `servekit serve`), made certain."""
+    from servekit import server as server_module
+
+    def interrupt(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    if where == "after the record is written":
+        monkeypatch.setattr(registry, "prune_logs", interrupt)
+    else:
+        monkeypatch.setattr(server_module, "_launch", interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        servekit.serve("llamacpp", "demo-tiny", name="cut")
+    assert registry.load_all() == [] and servekit.running() == []
+    assert not servekit_processes()
