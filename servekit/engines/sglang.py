@@ -28,6 +28,7 @@ from ..envs import cpu_torch_requirements
 from ..errors import EngineNotInstalled, InvalidSpec
 from ..spec import ServeSpec
 from ._pyenv import PythonEnvEngine, check_hf_model, last_lines, named_hf_model, settings_report
+from ._usage_stream import UsageStreamBench
 from .base import Launch, LaunchContext, Progress, Request, answers_json, has_flag
 
 if TYPE_CHECKING:
@@ -118,7 +119,7 @@ def cpu_refusal(args: Sequence[str]) -> str | None:
     return None
 
 
-class SglangEngine(PythonEnvEngine):
+class SglangEngine(UsageStreamBench, PythonEnvEngine):
     """SGLang's HTTP server (``sglang.launch_server``)."""
 
     name = "sglang"
@@ -301,28 +302,8 @@ class SglangEngine(PythonEnvEngine):
     def _unload_request(self, name: str) -> Request:
         return Request("POST", "/unload_lora_adapter", json={"lora_name": name})
 
-    # -- load generation (servekit.bench) ---------------------------------------------------
-    # SGLang's OpenAI server (checked on 0.5.23, entrypoints/openai): `stream_options.continuous_usage_stats`
-    # puts the running `usage` into every chunk; `ignore_eos` + `min_tokens` (SGLang's min_new_tokens) make the
-    # output exactly `max_tokens` long; POST /v1/tokenize {"model", "prompt", "add_special_tokens"} -> {"count"}.
-    def bench_body(self, max_tokens: int | None, exact_output: bool) -> dict[str, Any]:
-        body: dict[str, Any] = {"stream_options": {"include_usage": True, "continuous_usage_stats": True}}
-        if exact_output and max_tokens:
-            body.update(ignore_eos=True, min_tokens=max_tokens)
-        return body
-
-    def bench_exact_output(self) -> bool:
-        return True
-
-    def bench_chunk_tokens(self, chunk: Mapping[str, Any]) -> int | None:
-        usage = chunk.get("usage")
-        return usage.get("completion_tokens") if isinstance(usage, dict) else None
-
-    def tokenize_request(self, model: str, text: str, add_special: bool) -> Request | None:
-        return Request("POST", "/v1/tokenize", json={"model": model, "prompt": text, "add_special_tokens": add_special})
-
-    def tokenize_count(self, payload: Any) -> int:
-        return int(payload["count"])
+    # -- load generation (servekit.bench): see _usage_stream.UsageStreamBench ------------------
+    tokenize_path = "/v1/tokenize"  # SGLang serves it under /v1
 
 
 # -- helpers (module level so tests and the CLI can use them) -----------------------------------

@@ -38,6 +38,7 @@ from ._pyenv import (
     last_lines,
     settings_report,
 )
+from ._usage_stream import UsageStreamBench
 from .base import Launch, LaunchContext, Progress, Request, answers_json, has_flag
 
 if TYPE_CHECKING:
@@ -74,7 +75,7 @@ CPU_UNSUPPORTED_QUANT = ("fp8", "gguf")
 _GIB = 1024**3
 
 
-class VllmEngine(PythonEnvEngine):
+class VllmEngine(UsageStreamBench, PythonEnvEngine):
     """vLLM's OpenAI-compatible server."""
 
     name = "vllm"
@@ -233,28 +234,7 @@ class VllmEngine(PythonEnvEngine):
     def _unload_request(self, name: str) -> Request:
         return Request("POST", "/v1/unload_lora_adapter", json={"lora_name": name})
 
-    # -- load generation (servekit.bench) ---------------------------------------------------
-    # vLLM's OpenAI server (checked on 0.32.0): `stream_options.continuous_usage_stats` puts the running
-    # `usage` (cumulative `completion_tokens`) into every chunk; `ignore_eos` + `min_tokens` make the output
-    # exactly `max_tokens` long; POST /tokenize {"model", "prompt", "add_special_tokens"} answers {"count", ...}.
-    def bench_body(self, max_tokens: int | None, exact_output: bool) -> dict[str, Any]:
-        body: dict[str, Any] = {"stream_options": {"include_usage": True, "continuous_usage_stats": True}}
-        if exact_output and max_tokens:
-            body.update(ignore_eos=True, min_tokens=max_tokens)
-        return body
-
-    def bench_exact_output(self) -> bool:
-        return True
-
-    def bench_chunk_tokens(self, chunk: Mapping[str, Any]) -> int | None:
-        usage = chunk.get("usage")
-        return usage.get("completion_tokens") if isinstance(usage, dict) else None
-
-    def tokenize_request(self, model: str, text: str, add_special: bool) -> Request | None:
-        return Request("POST", "/tokenize", json={"model": model, "prompt": text, "add_special_tokens": add_special})
-
-    def tokenize_count(self, payload: Any) -> int:
-        return int(payload["count"])
+    # -- load generation (servekit.bench): see _usage_stream.UsageStreamBench ------------------
 
 
 _DIAGNOSES: tuple[tuple[tuple[str, ...], str], ...] = (
