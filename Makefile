@@ -14,14 +14,14 @@ $(BIN)/.installed: pyproject.toml
 venv: $(BIN)/.installed
 
 # Chat with the demo model on llama.cpp's prebuilt server (it comes with servekit: no compiler, no CMake).
-# The first run builds the demo model into the user cache.
+# The first run copies the demo model servekit ships into the user cache and quantizes it (seconds).
 demo: venv
 	$(BIN)/servekit install llamacpp
 	$(BIN)/servekit demo
 
 # Everything the integration tests start for real, installed once into the user cache: llama-server
-# (compiled), vLLM and SGLang for the CPU (their own environments), and the trained demo model.
-# The pip installs and the demo model's training run while llama-server compiles; its GGUF files follow.
+# (compiled), vLLM and SGLang for the CPU (their own environments), and the demo model (shipped: copied).
+# The pip installs run while llama-server compiles; the demo model's GGUF files follow.
 engines: venv
 	$(MAKE) -j4 --no-print-directory engine-llamacpp engine-vllm engine-sglang demo-hf
 	$(BIN)/servekit demo build

@@ -97,7 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="the offline demo model: `build` it, or `run` a one-reply demo (default)")
     p.add_argument("action", nargs="?", default="run", choices=("run", "build"))
-    p.add_argument("--force", action="store_true", help="build: rebuild even when the cache has this version")
+    p.add_argument("--force", action="store_true", help="build: train the demo model here from scratch (not the shipped one) and compare it with the shipped build")
     p.add_argument("--hf-only", action="store_true",
                    help="build: only the Hugging Face model and PEFT adapters (vLLM, SGLang), no GGUF files")
     p.add_argument("--engine", default="llamacpp")

@@ -9,7 +9,9 @@ Model names (for ``serve()``, ``%serve`` and the CLI):
   a request applies one by naming it (:func:`evaluate` does that for you);
 * ``demo-tiny`` — random weights, written in under a second: it proves a server starts, nothing more.
 
-The first use builds the trained model (about 4 minutes on 2 cores; ``servekit demo build``).
+The trained model comes with servekit (what its own deterministic build made, ~11 MB): the first use copies
+it into the user cache and makes the quantized files (a second). ``servekit demo build --force`` trains it
+here (minutes on 2 cores) and compares the result with the shipped build.
 Engines call :func:`resolve_model` to turn a name into files in the format they load.
 """
 

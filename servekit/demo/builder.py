@@ -3,11 +3,17 @@
 Artefacts live in ``<cache>/demo/<BUILD_VERSION>/``; each stage is marked done by a JSON file written last,
 so an interrupted build resumes and a finished one costs nothing. The notebook kernel never imports torch:
 training runs in the servekit environment ``demo-build-<ENV_KEY>`` (``_worker.py``).
+
+servekit ships what this deterministic build made (``shipped/<BUILD_VERSION>/``: the HF folder, the PEFT
+adapters, the F16 and LoRA GGUF files, ~11 MB), so the first use copies and checks them instead of training
+for minutes; only the quantized GGUF files are made here (a second). ``build(force=True)`` trains from
+scratch and compares the result with what was shipped.
 """
 
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import json
 import os
 import shutil
@@ -35,6 +41,13 @@ TRAIN_STEPS = 1000
 LEARNING_RATE = 1.5e-3
 LORA_STEPS = 200
 SEED = 0
+SHIPPED_DIR = Path(__file__).with_name("shipped")  # the artefacts servekit comes with, by build version
+SHIPPED_MANIFEST = "files.json"  # {"files": {relative path: {"sha256", "bytes"}}}
+# The shipped files: what the engines load. Quantized GGUF files are made from the F16 one on first use.
+SHIPPED_HF = ("hf", "lora", "tokenizer-checks.json")
+SHIPPED_GGUF = ("gguf/demo-F16.gguf",) + tuple(f"gguf/lora-{name}.gguf" for name in tasks.ADAPTERS)
+# A rebuild reproduces the shipped build when each task's held-out accuracy is within this much of it.
+REPRODUCE_TOLERANCE = 0.10
 TORCH_VERSION = "2.13.0"
 BUILD_PACKAGES = (
     # transformers as pinned by llama.cpp's converter requirements; sentencepiece 0.2 needs protobuf >= 5.26
@@ -93,12 +106,18 @@ class BuildReport:
     accuracy: dict[str, float] = field(default_factory=dict)
     adapter_share: dict[str, float] = field(default_factory=dict)
     parameters: int = 0
+    shipped: bool = False  # copied from the artefacts servekit ships, not trained here
+    comparison: list[str] = field(default_factory=list)  # a rebuild against the shipped build
 
     def lines(self) -> list[str]:
         """The report as text lines."""
         out = [f"demo model {BUILD_VERSION} in {self.root} ({self.parameters / 1e6:.2f} M parameters)"]
+        if self.shipped:
+            out.append("shipped with servekit: made by this build (same seed and steps) and checked by sha256 on "
+                       "copy; `servekit demo build --force` trains it here")
         if self.seconds:
-            out.append("seconds: " + ", ".join(f"{k} {v:.0f}" for k, v in self.seconds.items()))
+            label = "seconds of the build that made it" if self.shipped else "seconds"
+            out.append(f"{label}: " + ", ".join(f"{k} {v:.0f}" for k, v in self.seconds.items()))
         if self.accuracy:
             out.append("held-out accuracy (torch, F32): " + ", ".join(f"{k} {v:.0%}" for k, v in self.accuracy.items()))
         if self.adapter_share:
@@ -106,6 +125,7 @@ class BuildReport:
             out.append(f"answers showing the adapter: {shares}")
         if self.accuracy.get("reverse", 1.0) < 0.9:
             out.append("warning: the easy task is below 90 %; rebuild with servekit.demo.build(force=True).")
+        out.extend(self.comparison)
         for name, size in self.sizes.items():
             out.append(f"  {name:<28} {size / 1e6:7.2f} MB")
         return out
@@ -125,6 +145,7 @@ def read_report(art: Artefacts | None = None) -> BuildReport | None:
         root=art.root, seconds={**hf.get("seconds", {}), **gguf.get("seconds", {})},
         sizes={**hf.get("sizes", {}), **gguf.get("sizes", {})}, accuracy=hf.get("accuracy", {}),
         adapter_share=hf.get("adapter_share", {}), parameters=hf.get("parameters", 0),
+        shipped=bool(hf.get("shipped")), comparison=hf.get("compared_with_shipped", []),
     )
 
 
@@ -177,9 +198,11 @@ class Display:
 
 # -- the build -----------------------------------------------------------------------------------
 def build(progress: Progress | None = None, force: bool = False, gguf: bool | None = None) -> BuildReport:
-    """Build the demo model (about 4 minutes on 2 cores, once per version) and return its report.
+    """Make the demo model ready in the user cache (once per version) and return its report.
 
-    ``gguf``: also make the GGUF files (llama.cpp's converter and ``llama-quantize``). None: when llama.cpp
+    The first use copies the artefacts servekit ships (a second); ``force`` trains from scratch instead
+    (about 5-10 minutes on 2 cores) and compares the result with the shipped build.
+    ``gguf``: also make the GGUF files (the quantized ones with llama.cpp's quantizer). None: when llama.cpp
     is installed (``servekit install llamacpp``); True: required; False: HF folder and PEFT adapters only.
     """
     display = Display(progress)
@@ -189,8 +212,12 @@ def build(progress: Progress | None = None, force: bool = False, gguf: bool | No
         if force:
             for marker in (art.hf_marker, art.gguf_marker):
                 marker.unlink(missing_ok=True)
-        if not art.has_hf():
+        source = None if force else shipped()
+        if not art.has_hf() and source is not None:
+            _install_shipped_hf(art, source, display)
+        elif not art.has_hf():
             _build_hf(art, display)
+            _compare_with_shipped(art, display)
         want_gguf = gguf if gguf is not None else _llama_cpp_tools_available()
         if want_gguf and not art.has_gguf():
             _build_gguf(art, display)
@@ -219,6 +246,139 @@ def _build_lock(art: Artefacts, display: Display) -> Iterator[None]:
         finally:
             display.close_bar()
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+# -- the shipped artefacts -------------------------------------------------------------------------
+def shipped() -> Artefacts | None:
+    """The artefacts servekit ships for this build version, or None when it ships none."""
+    root = SHIPPED_DIR / BUILD_VERSION
+    return Artefacts(root) if (root / SHIPPED_MANIFEST).is_file() else None
+
+
+def _from_shipped(art: Artefacts) -> bool:
+    """True when the HF stage in the cache was copied from the shipped artefacts (so the GGUF files are too)."""
+    return art.has_hf() and bool(json.loads(art.hf_marker.read_text()).get("shipped"))
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _copy_verified(source: Artefacts, names: tuple[str, ...], target_root: Path) -> int:
+    """Copy the shipped files under ``names`` (files or folders) into ``target_root``, each checked against
+    the manifest's sha256; raises BuildError naming a damaged or missing file. Returns the bytes copied."""
+    manifest = json.loads((source.root / SHIPPED_MANIFEST).read_text())["files"]
+    chosen = {rel: entry for rel, entry in manifest.items() if any(rel == n or rel.startswith(n + "/") for n in names)}
+    copied = 0
+    for rel, entry in sorted(chosen.items()):
+        origin, target = source.root / rel, target_root / rel
+        if not origin.is_file() or _sha256(origin) != entry["sha256"]:
+            raise BuildError(f"The demo model files that come with servekit are damaged or missing ({origin}): "
+                             "reinstall servekit, or train the model here with `servekit demo build --force`.")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(origin, target)
+        copied += entry["bytes"]
+    return copied
+
+
+def _install_shipped_hf(art: Artefacts, source: Artefacts, display: Display) -> None:
+    """The HF stage from the shipped artefacts: HF folder, PEFT adapters and tokenizer checks, checked on copy."""
+    started = time.monotonic()
+    display.message(f"copying the demo model servekit ships ({BUILD_VERSION}, trained by `servekit demo build`) …")
+    staging = art.root / ".hf-partial"
+    for stale in (staging, art.hf_dir, art.root / "lora"):
+        shutil.rmtree(stale, ignore_errors=True)
+    try:
+        copied = _copy_verified(source, SHIPPED_HF, staging)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    staging.joinpath("hf").rename(art.hf_dir)
+    staging.joinpath("lora").rename(art.root / "lora")
+    staging.joinpath(art.checks_path.name).replace(art.checks_path)
+    shutil.rmtree(staging)
+    _point_adapters_at_base(art)
+    summary = json.loads(source.hf_marker.read_text())
+    summary["shipped"] = {"from": str(source.root), "bytes": copied, "seconds": round(time.monotonic() - started, 2)}
+    art.hf_marker.write_text(json.dumps(summary, indent=1))
+
+
+def _point_adapters_at_base(art: Artefacts) -> None:
+    """Each PEFT adapter names its base model by path: the HF folder where it now lives."""
+    for name in tasks.ADAPTERS:
+        config_path = art.lora_dir(name) / "adapter_config.json"
+        config = json.loads(config_path.read_text())
+        config["base_model_name_or_path"] = str(art.hf_dir)
+        config_path.write_text(json.dumps(config, indent=2))
+
+
+def compare_builds(ours: dict[str, Any], theirs: dict[str, Any], identical: list[str], differing: list[str]) -> list[str]:
+    """Report lines comparing a fresh build's summary (``ours``) with the shipped one's (``theirs``)."""
+    if not differing:
+        return [f"reproduces the shipped build byte for byte ({len(identical)} files compared)"]
+    deltas = {task: ours.get("accuracy", {}).get(task, 0.0) - acc for task, acc in theirs.get("accuracy", {}).items()}
+    spread = ", ".join(f"{task} {delta:+.0%}" for task, delta in deltas.items())
+    listed = ", ".join(differing[:4]) + (" …" if len(differing) > 4 else "")
+    lines = [(f"differs from the shipped build in {len(differing)} of {len(identical) + len(differing)} files "
+              f"({listed}); held-out accuracy against it: {spread}")]
+    worst = max((abs(d) for d in deltas.values()), default=0.0)
+    if worst <= REPRODUCE_TOLERANCE + 1e-9:
+        lines.append(f"reproduces the shipped build within tolerance (every task within {REPRODUCE_TOLERANCE:.0%})")
+    else:
+        lines.append(f"warning: does NOT reproduce the shipped build: a task moved by {worst:.0%} "
+                     f"(tolerance {REPRODUCE_TOLERANCE:.0%}); this machine's torch or CPU differs")
+    return lines
+
+
+def _compare_with_shipped(art: Artefacts, display: Display) -> None:
+    """After training here: compare the HF-stage files and accuracies with the shipped build, note it in hf.json."""
+    source = shipped()
+    if source is None:
+        return
+    manifest = json.loads((source.root / SHIPPED_MANIFEST).read_text())["files"]
+    identical, differing = [], []
+    for rel, entry in sorted(manifest.items()):
+        ours = art.root / rel
+        if not rel.startswith(SHIPPED_HF) or rel.endswith("adapter_config.json"):  # GGUF: later; configs name paths
+            continue
+        (identical if ours.is_file() and _sha256(ours) == entry["sha256"] else differing).append(rel)
+    summary = json.loads(art.hf_marker.read_text())
+    summary["compared_with_shipped"] = compare_builds(summary, json.loads(source.hf_marker.read_text()),
+                                                      identical, differing)
+    art.hf_marker.write_text(json.dumps(summary, indent=1))
+
+
+def ship(target: Path | None = None) -> Path:
+    """Copy this cache's finished build into ``shipped/<BUILD_VERSION>/`` with its manifest (for maintainers,
+    after bumping BUILD_VERSION: ``python -m servekit.demo.builder ship``). Returns the folder."""
+    art = artefacts()
+    if not (art.has_hf() and art.has_gguf()) or _from_shipped(art):
+        raise BuildError("Nothing to ship: train the demo model here first (`servekit demo build --force`).")
+    root = target or SHIPPED_DIR / BUILD_VERSION
+    shutil.rmtree(root, ignore_errors=True)
+    files = [p for name in SHIPPED_HF for p in sorted((art.root / name).rglob("*")) + [art.root / name]
+             if p.is_file() and p.name != "README.md"]  # PEFT's README is a template
+    files += [art.root / rel for rel in SHIPPED_GGUF]
+    manifest = {}
+    for path in files:
+        rel = str(path.relative_to(art.root))
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(path, root / rel)
+        if path.name == "adapter_config.json":  # a path on this machine; the copy on install sets it again
+            config = json.loads(path.read_text())
+            config["base_model_name_or_path"] = "hf"
+            (root / rel).write_text(json.dumps(config, indent=2))
+        manifest[rel] = {"sha256": _sha256(root / rel), "bytes": (root / rel).stat().st_size}
+    summary = json.loads(art.hf_marker.read_text())
+    summary.pop("compared_with_shipped", None)
+    summary["gguf_seconds"] = json.loads(art.gguf_marker.read_text()).get("seconds", {})
+    (root / art.hf_marker.name).write_text(json.dumps(summary, indent=1))
+    (root / SHIPPED_MANIFEST).write_text(json.dumps({"build_version": BUILD_VERSION, "files": manifest}, indent=1))
+    return root
 
 
 def build_env_steps(progress: Progress | None = None) -> list[list[str]]:
@@ -260,11 +420,7 @@ def _build_hf(art: Artefacts, display: Display) -> None:
     staging.joinpath("lora").rename(art.root / "lora")
     staging.joinpath(art.checks_path.name).replace(art.checks_path)
     shutil.rmtree(staging)
-    for name in tasks.ADAPTERS:  # point each adapter at its base model where it now lives
-        config_path = art.lora_dir(name) / "adapter_config.json"
-        config = json.loads(config_path.read_text())
-        config["base_model_name_or_path"] = str(art.hf_dir)
-        config_path.write_text(json.dumps(config, indent=2))
+    _point_adapters_at_base(art)
     summary["seconds"] = {"environment": round(env_seconds, 1), **summary["seconds"]}
     summary["sizes"] = {"hf/model.safetensors": (art.hf_dir / "model.safetensors").stat().st_size}
     summary["sizes"].update({f"lora/{n}": _folder_size(art.lora_dir(n)) for n in tasks.ADAPTERS})
@@ -338,34 +494,33 @@ def _quantizer(log_path: Path) -> tuple[str, Callable[[Path, Path, str], Any]]:
 
 
 def _build_gguf(art: Artefacts, display: Display) -> None:
-    from ..engines import llamacpp
-
-    try:
-        source = llamacpp.fetch_llama_cpp_sources(progress=display.message)
-    except BuildError as exc:
-        raise BuildError(f"The GGUF files need llama.cpp's converter: {exc}") from exc
+    """The GGUF stage: F16 and LoRA files (copied when the HF stage was shipped, else converted), then the
+    quantized ladder made from the F16 file."""
     quantizer, quantize = _quantizer(art.log_path)
-    python = build_python(display)
     staging = art.root / ".gguf-partial"
     shutil.rmtree(staging, ignore_errors=True)
     shutil.rmtree(art.gguf_dir, ignore_errors=True)
     staging.mkdir()
     seconds: dict[str, float] = {}
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    env.pop("NO_LOCAL_GGUF", None)  # the converter must use its own gguf-py, not whatever is installed
-
     started = time.monotonic()
-    display.message(f"converting to GGUF with llama.cpp's converters: the model (F16) and {len(tasks.ADAPTERS)} "
-                    "LoRA adapters, side by side …")
+    source = shipped() if _from_shipped(art) else None
+    if source is not None:
+        copy = art.root / ".gguf-copy"
+        shutil.rmtree(copy, ignore_errors=True)
+        try:
+            _copy_verified(source, SHIPPED_GGUF, copy)
+        except BaseException:
+            shutil.rmtree(copy, ignore_errors=True)
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        staging.rmdir()
+        (copy / "gguf").rename(staging)
+        shutil.rmtree(copy)
+        seconds["copy"] = round(time.monotonic() - started, 2)
+    else:
+        _convert_to_gguf(art, staging, display)
+        seconds["convert"] = round(time.monotonic() - started, 1)
     f16 = staging / "demo-F16.gguf"
-    conversions = {"convert-F16": [python, source / "convert_hf_to_gguf.py", art.hf_dir, "--outfile", f16,
-                                   "--outtype", "f16"]}
-    for name in tasks.ADAPTERS:
-        conversions[f"convert-lora-{name}"] = [python, source / "convert_lora_to_gguf.py", art.lora_dir(name),
-                                               "--base", art.hf_dir, "--outfile", staging / f"lora-{name}.gguf",
-                                               "--outtype", "f16"]
-    _run_side_by_side(conversions, art.root / "logs", env)
-    seconds["convert"] = round(time.monotonic() - started, 1)
 
     started = time.monotonic()
     display.message(f"quantizing with {quantizer}: {', '.join(QUANT_TYPES)} …")
@@ -376,6 +531,29 @@ def _build_gguf(art: Artefacts, display: Display) -> None:
     staging.rename(art.gguf_dir)
     sizes = {f"gguf/{p.name}": p.stat().st_size for p in sorted(art.gguf_dir.glob("*.gguf"))}
     art.gguf_marker.write_text(json.dumps({"seconds": seconds, "sizes": sizes}, indent=1))
+
+
+def _convert_to_gguf(art: Artefacts, staging: Path, display: Display) -> None:
+    """llama.cpp's own converters (fetched as sources, run in the build environment): F16 model and LoRAs."""
+    from ..engines import llamacpp
+
+    try:
+        source = llamacpp.fetch_llama_cpp_sources(progress=display.message)
+    except BuildError as exc:
+        raise BuildError(f"The GGUF files need llama.cpp's converter: {exc}") from exc
+    python = build_python(display)
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    env.pop("NO_LOCAL_GGUF", None)  # the converter must use its own gguf-py, not whatever is installed
+    display.message(f"converting to GGUF with llama.cpp's converters: the model (F16) and {len(tasks.ADAPTERS)} "
+                    "LoRA adapters, side by side …")
+    f16 = staging / "demo-F16.gguf"
+    conversions = {"convert-F16": [python, source / "convert_hf_to_gguf.py", art.hf_dir, "--outfile", f16,
+                                   "--outtype", "f16"]}
+    for name in tasks.ADAPTERS:
+        conversions[f"convert-lora-{name}"] = [python, source / "convert_lora_to_gguf.py", art.lora_dir(name),
+                                               "--base", art.hf_dir, "--outfile", staging / f"lora-{name}.gguf",
+                                               "--outtype", "f16"]
+    _run_side_by_side(conversions, art.root / "logs", env)
 
 
 def _run_side_by_side(commands: dict[str, list[Any]], log_dir: Path, env: dict[str, str]) -> None:
@@ -391,8 +569,13 @@ def _run_side_by_side(commands: dict[str, list[Any]], log_dir: Path, env: dict[s
             job.result()  # re-raises the first failure, with its log's tail
 
 
-def main() -> int:
-    """``python -m servekit.demo.builder``: build and print the report."""
+def main(argv: list[str] | None = None) -> int:
+    """``python -m servekit.demo.builder``: build and print the report; ``… ship``: copy this cache's own
+    build into the package (maintainers, after bumping BUILD_VERSION)."""
+    argv = sys.argv[1:] if argv is None else argv
+    if argv == ["ship"]:
+        print(f"shipped: {ship()}")
+        return 0
     build()
     return 0
 
