@@ -108,6 +108,7 @@ class BuildReport:
     parameters: int = 0
     shipped: bool = False  # copied from the artefacts servekit ships, not trained here
     comparison: list[str] = field(default_factory=list)  # a rebuild against the shipped build
+    made_seconds: dict[str, float] = field(default_factory=dict)  # shipped: the stages of the build that made it
 
     def lines(self) -> list[str]:
         """The report as text lines."""
@@ -115,9 +116,11 @@ class BuildReport:
         if self.shipped:
             out.append("shipped with servekit: made by this build (same seed and steps) and checked by sha256 on "
                        "copy; `servekit demo build --force` trains it here")
+        if self.made_seconds:
+            out.append("seconds of the build that made it: " + ", ".join(f"{k} {v:.0f}" for k, v in self.made_seconds.items()))
         if self.seconds:
-            label = "seconds of the build that made it" if self.shipped else "seconds"
-            out.append(f"{label}: " + ", ".join(f"{k} {v:.0f}" for k, v in self.seconds.items()))
+            label = "seconds here" if self.shipped else "seconds"
+            out.append(f"{label}: " + ", ".join(f"{k} {v:.1f}" if v < 10 else f"{k} {v:.0f}" for k, v in self.seconds.items()))
         if self.accuracy:
             out.append("held-out accuracy (torch, F32): " + ", ".join(f"{k} {v:.0%}" for k, v in self.accuracy.items()))
         if self.adapter_share:
@@ -141,8 +144,11 @@ def read_report(art: Artefacts | None = None) -> BuildReport | None:
         return None
     hf = json.loads(art.hf_marker.read_text())
     gguf = json.loads(art.gguf_marker.read_text()) if art.has_gguf() else {}
+    shipped_copy = hf.get("shipped") or {}
+    here = {"copy": shipped_copy["seconds"]} if shipped_copy else hf.get("seconds", {})
     return BuildReport(
-        root=art.root, seconds={**hf.get("seconds", {}), **gguf.get("seconds", {})},
+        root=art.root, seconds={**here, **gguf.get("seconds", {})},
+        made_seconds=hf.get("seconds", {}) if shipped_copy else {},
         sizes={**hf.get("sizes", {}), **gguf.get("sizes", {})}, accuracy=hf.get("accuracy", {}),
         adapter_share=hf.get("adapter_share", {}), parameters=hf.get("parameters", 0),
         shipped=bool(hf.get("shipped")), comparison=hf.get("compared_with_shipped", []),

@@ -135,6 +135,7 @@ def test_first_use_copies_the_shipped_build_and_quantizes_without_torch(tmp_path
     report = demo.build(progress=lines.append, gguf=True)
     source, art = builder.shipped(), demo.artefacts()
     assert report.shipped and "shipped with servekit" in str(report) and "--force" in str(report)
+    assert "seconds here: copy" in str(report) and "seconds of the build that made it: environment" in str(report)
     assert report.accuracy == json.loads(source.hf_marker.read_text())["accuracy"]
     for rel in ("hf/model.safetensors", "gguf/demo-F16.gguf", "gguf/lora-next.gguf", "lora/opposite/adapter_model.safetensors"):
         assert builder._sha256(art.root / rel) == builder._sha256(source.root / rel), rel
