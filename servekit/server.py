@@ -298,6 +298,13 @@ class Server:
         recorder.wait_for_first_sample(timeout=recorder.interval + FIRST_SAMPLE_WAIT_S)
         return recorder.history()
 
+    def dashboard(self) -> Any:
+        """The server's panel (state, log tail, Stop) above its live charts, for a notebook cell
+        (:func:`servekit.widgets.dashboard`; needs the ``jupyter`` extra)."""
+        from .widgets import dashboard  # the display layer, loaded on use like pandas' DataFrame.plot
+
+        return dashboard(self)
+
     # -- LoRA ---------------------------------------------------------------------------------
     def load_lora(self, name: str, path: str | os.PathLike[str]) -> None:
         """Load (or switch on) a LoRA adapter at run time; requests then name it as the model."""

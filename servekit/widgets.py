@@ -544,7 +544,15 @@ class LiveMetrics(_StaticFallback, W.VBox):
 
 def _fmt(value: Any, unit: str, scale: float) -> str:
     number = _number(value)
-    return "–" + unit if math.isnan(number) else f"{number * scale:.3g}{unit}"
+    return "–" + unit if math.isnan(number) else f"{_human(number * scale)}{unit}"
+
+
+def _human(number: float) -> str:
+    """3 significant digits, thousands as k and millions as M: 0.25, 18, 4590 -> 4.59k, 17000 -> 17k."""
+    for limit, suffix in ((1e6, "M"), (1e3, "k")):
+        if abs(number) >= limit:
+            return f"{number / limit:.3g}{suffix}"
+    return f"{number:.3g}"
 
 
 def _figure(servers: Sequence[Server], height: int) -> Any:
@@ -589,7 +597,7 @@ def _svg_chart(chart: _Chart, servers: Sequence[Server], series: Sequence[_Serie
     else:
         x0, x1 = min(xs), max(xs) or 1.0
         top = max(ys) or 1.0
-        body.append(f"<text x='{pad_l - 4}' y='{pad_t + 8}' font-size='10' fill='#666' text-anchor='end'>{top:.3g}</text>"
+        body.append(f"<text x='{pad_l - 4}' y='{pad_t + 8}' font-size='10' fill='#666' text-anchor='end'>{_human(top)}</text>"
                     f"<text x='{pad_l - 4}' y='{pad_t + plot_h}' font-size='10' fill='#666' text-anchor='end'>0</text>"
                     f"<text x='{pad_l + plot_w}' y='{height - 3}' font-size='10' fill='#666' text-anchor='end'>"
                     f"{_duration((x1 - x0) / 1000)} · {html.escape(chart.unit)}</text>")

@@ -150,8 +150,9 @@ def test_charts_of_two_servers_redraw_once_per_tick():
 
 def test_threads_end_when_the_server_stops():
     server = servekit.serve("llamacpp", "demo-tiny")
-    board = widgets.dashboard(server)
+    board = server.dashboard()  # the Server method the notebooks use: the same widget
     try:
+        assert isinstance(board, widgets.Dashboard) and board.panel.server is server
         board.panel.refresh()
         wait_for(lambda: board.metrics.points() >= 2, "the charts gain points")
         bundle = board._repr_mimebundle_()

@@ -131,3 +131,10 @@ def test_launcher_options_leave_defaults_to_the_engine(tmp_path: Path):
     finally:
         launcher.checked.wait(120)
         launcher.close()
+
+
+def test_numbers_read_as_people_write_them():
+    from servekit.widgets import _fmt, _human
+
+    assert [_human(x) for x in (0.25, 18, 999, 4590.2, 17000, 2.5e6)] == ["0.25", "18", "999", "4.59k", "17k", "2.5M"]
+    assert _fmt(4590.2, " tok/s", 1.0) == "4.59k tok/s" and _fmt(None, " ms", 1000) == "– ms"
