@@ -76,7 +76,9 @@ def test_under_nohup_a_hangup_leaves_the_server_serving():
 
 
 def test_interrupted_chat_closes_the_request_and_the_server_stays_ready(kernel):
-    out, errors = kernel.run("%serve llamacpp demo-tiny --name talk --parallel 1 --quiet -- --ignore-eos")
+    # --context-shift: the reply never fills the context (2048 tokens take ~0.5 s, a window a busy CI machine
+    # missed); it streams until max_tokens (~1 min), so the interrupt lands while it streams
+    out, errors = kernel.run("%serve llamacpp demo-tiny --name talk --parallel 1 --quiet -- --ignore-eos --context-shift")
     assert not errors, errors
     server = servekit.get_server("talk")
     chat = kernel.start("%%chat talk --max-tokens 200000\nTell me everything.")
