@@ -95,6 +95,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("check", help="validate a server's command line with the engine's own parser (starts nothing)")
     _add_spec_options(p)
 
+    p = sub.add_parser("bench", help="put load on servers and measure every request (a list of levels sweeps)")
+    from .bench.commandline import add_arguments as add_bench_arguments
+
+    add_bench_arguments(p)
+
     p = sub.add_parser("demo", help="the offline demo model: `build` it, or `run` a one-reply demo (default)")
     p.add_argument("action", nargs="?", default="run", choices=("run", "build"))
     p.add_argument("--force", action="store_true", help="build: train the demo model here from scratch (not the shipped one) and compare it with the shipped build")
@@ -300,6 +305,23 @@ def cmd_check(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    """``servekit bench [NAME …] --concurrency 1,2,4,8 …``: a run's summary, or a sweep's table."""
+    from .bench import commandline
+    from .server import get_server
+
+    servers = [get_server(name) for name in args.name] or [get_server(None)]
+    work = commandline.plan(args, servers)
+    outcome = commandline.execute(work)
+    if work.is_sweep:
+        print(commandline.sweep_table(outcome).to_string(index=False))
+    else:
+        print(repr(outcome))
+    if args.save:
+        print(f"saved: {commandline.save(outcome, args.save)}")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     if args.action == "build":
         from . import demo
@@ -340,7 +362,7 @@ def run_demo(engine_name: str, model: str, prompt: str | None) -> int:
 
 
 COMMANDS = {"serve": cmd_serve, "ps": cmd_ps, "stop": cmd_stop, "logs": cmd_logs, "key": cmd_key,
-            "install": cmd_install, "check": cmd_check, "demo": cmd_demo}
+            "install": cmd_install, "check": cmd_check, "bench": cmd_bench, "demo": cmd_demo}
 
 if __name__ == "__main__":
     sys.exit(main())

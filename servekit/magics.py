@@ -33,7 +33,7 @@ def _fail(exc: ServekitError) -> UsageError:
 
 @magics_class
 class ServekitMagics(Magics):
-    """%serve, %servers, %stop, %logs and %%chat."""
+    """%serve, %servers, %stop, %logs, %bench and %%chat."""
 
     @magic_arguments()
     @argument("engine", help="the engine: llamacpp (llama.cpp), vllm, sglang, an engine plug-in — or `attach`")
@@ -129,6 +129,44 @@ class ServekitMagics(Magics):
             raise _fail(exc) from None
         print(server.logs(args.n), end="")
 
+    @line_magic
+    def bench(self, line: str) -> Any:
+        """Put load on servers and measure every request: ``%bench [NAME …] --concurrency 1,2,4,8 --requests 64``.
+
+        Shows a progress bar and a live chart (client and server side by side); a single run returns its
+        result, a list of levels or several servers sweep: a throughput–latency plot, and the table
+        (a DataFrame, one row per server and level) as the result. ``%bench --help`` lists the options (the same as ``servekit bench``)."""
+        from IPython.display import display
+
+        from .bench import commandline
+
+        if line.split()[:1] in (["--help"], ["-h"]):
+            print(commandline.usage())
+            return None
+        try:
+            args = commandline.parse_line(line)
+            work = commandline.plan(args, _bench_servers(args.name))
+        except ServekitError as exc:
+            raise _fail(exc) from None
+        chart = _bench_chart(work.servers)
+        if chart is not None:
+            display(chart)
+        try:
+            outcome = commandline.execute(work, on_progress=chart)
+            if args.save:
+                print(f"saved: {commandline.save(outcome, args.save)}")
+        except ServekitError as exc:
+            raise _fail(exc) from None
+        finally:
+            if chart is not None:
+                chart.finish()
+        if not work.is_sweep:
+            return outcome
+        from .bench import plot
+
+        display(plot(outcome))
+        return outcome
+
     @magic_arguments()
     @argument("name", nargs="?", help="server name (default: the newest)")
     @argument("--max-tokens", type=int, default=256)
@@ -158,6 +196,19 @@ class ServekitMagics(Magics):
         except KeyboardInterrupt:
             sys.stdout.write("\n[interrupted: the request was closed; the server is still ready]")
         sys.stdout.write("\n")
+
+
+def _bench_servers(names: list[str]) -> list[Server]:
+    return [get_server(name) for name in names] or [get_server(None)]
+
+
+def _bench_chart(servers: list[Server]) -> Any:
+    """The live chart for ``%bench``, or None where ipywidgets/plotly are missing (the bar still shows)."""
+    try:
+        from .widgets import BenchChart
+    except ImportError:
+        return None
+    return BenchChart(servers)
 
 
 def _running_twin(name: str | None, engine: str, model: str) -> Server | None:

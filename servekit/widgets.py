@@ -1,14 +1,16 @@
 """Notebook widgets over servekit's Python API: :class:`ServerPanel`, :class:`LiveMetrics`, :class:`ChatPanel`,
 :class:`Launcher`, :func:`dashboard` and :func:`panel_for`.
 
-Why ipywidgets 8 controls and plotly's ``FigureWidget``: since plotly 6 the FigureWidget is an anywidget,
-so it needs no front-end extension of its own — JupyterLab and Notebook 7 render it through the
-``anywidget`` and ipywidgets extensions that ``pip install`` puts into the Jupyter environment, VS Code
-loads it like any ipywidget, and on Colab anywidget switches the custom widget manager on by itself
-(ipywidgets' own controls are built into Colab). It also gives zoom, hover and a legend for free, and
-``fig.batch_update()`` turns one tick's changes into one message. The price is plotly.js (~5 MB) sent
-once per chart. Where no widget can render (nbconvert, a static HTML export, GitHub) each widget's
-output also carries a static HTML copy — tables and inline SVG charts — refreshed when its server stops.
+Why ipywidgets 8 and no chart widget: the controls are ipywidgets' own, and the live charts are inline SVG
+inside an ``ipywidgets.HTML``, redrawn whole once a tick. Data only ever flows from the kernel to the page,
+so they render and move in JupyterLab, Notebook 7, VS Code and Colab with nothing to install and nothing
+to load, also while the kernel runs another cell. plotly's ``FigureWidget`` (an anywidget) was the first
+choice, for zoom and hover; it froze in the browser test (2 of 5 runs) when a cell that made another
+chart ran right after it: its views need replies from the kernel, which a busy kernel does not read.
+A redraw costs one message of a few kB (``svg`` polylines of at most a few hundred points). Where no
+widget can render (nbconvert, a static HTML export, GitHub) each widget's output also carries a static
+HTML copy — the same SVG — refreshed when its server stops. The throughput–latency plot of a finished
+sweep (``bench.plot``) is a plain plotly figure: it never changes, so nothing is live about it.
 
 Threads: a panel polls its server once a second, a chart redraws when its recorder has sampled (one
 redraw per tick for all servers on it), a chat reply streams in a thread of its own. They set widget
@@ -348,11 +350,10 @@ CHARTS: tuple[_Chart, ...] = (
 class _Series:
     """One server's recent rows as columns (local wall time in ms, and each charted value)."""
 
-    def __init__(self, window_s: float, max_points: int) -> None:
+    def __init__(self, window_s: float, max_points: int, charts: Sequence[_Chart] = CHARTS) -> None:
         self.window_ms, self.max_points = window_s * 1000.0, max_points
         self.x: deque[float] = deque()
-        self.labels: deque[str] = deque()  # the same times as text: plotly.js puts them on a date axis
-        self.values: dict[str, deque[float]] = {line.column: deque() for chart in CHARTS for line in chart.lines}
+        self.values: dict[str, deque[float]] = {line.column: deque() for chart in charts for line in chart.lines}
         self.latest: dict[str, Any] = {}
 
     def add(self, row: dict[str, Any]) -> None:
@@ -365,13 +366,11 @@ class _Series:
         if self.x and x <= self.x[-1]:
             return  # already held (a row read from the history and also delivered to the subscriber)
         self.x.append(x)
-        self.labels.append(stamp.strftime("%Y-%m-%d %H:%M:%S.%f")[:-3])
         for column, values in self.values.items():
             values.append(_number(row.get(column)))
         self.latest = row
         while self.x and (len(self.x) > self.max_points or self.x[-1] - self.x[0] > self.window_ms):
             self.x.popleft()
-            self.labels.popleft()
             for values in self.values.values():
                 values.popleft()
 
@@ -388,7 +387,7 @@ def _number(value: Any) -> float:
 
 
 def _local_ms(stamp: Any) -> float:
-    """A naive local datetime as milliseconds for a plotly date axis (which shows numbers as UTC)."""
+    """A naive local datetime as milliseconds, counted as if it were UTC (the charts' time axis shows it as is)."""
     from datetime import timezone
 
     if getattr(stamp, "tzinfo", None) is not None:
@@ -401,10 +400,10 @@ class LiveMetrics(_StaticFallback, W.VBox):
     use, and TTFT/ITL where the engine reports them (else the chart says so). Each server has one colour.
 
     Rows come from each server's :class:`~servekit.metrics.MetricsRecorder`; a thread redraws once per
-    tick, all servers in one ``batch_update``. It ends when every server has stopped or on :meth:`close`."""
+    tick, all servers in one SVG update. It ends when every server has stopped or on :meth:`close`."""
 
     def __init__(self, servers: Server | Iterable[Server], *, interval: float = 1.0, window_s: float = 300.0,
-                 max_points: int = 600, height: int = 460) -> None:
+                 max_points: int = 600) -> None:
         self.servers: list[Server] = [servers] if hasattr(servers, "engine") else list(servers)  # type: ignore[arg-type]
         if not self.servers:
             raise ValueError("LiveMetrics needs at least one server")
@@ -416,12 +415,11 @@ class LiveMetrics(_StaticFallback, W.VBox):
         self._wake = threading.Event()
         self._closed = threading.Event()
         self.redraws = 0
-        self.figure = _figure(self.servers, height)
-        self._traces = [(i, line) for i in range(len(self.servers)) for chart in CHARTS for line in chart.lines]
-        self._notes: list[str] = [""] * len(CHARTS)
+        self.charts = W.HTML()  # the four charts as SVG, redrawn whole once a tick
+        self.charts.add_class("servekit-charts")
         self._summary = W.HTML()
         self._summary.add_class("servekit-metrics-summary")
-        super().__init__(children=[self._summary, self.figure], layout=W.Layout(width="100%"))
+        super().__init__(children=[self._summary, self.charts], layout=W.Layout(width="100%"))
         self.add_class("servekit-metrics")
         self._recorders: list[tuple[MetricsRecorder, bool, Callable[[], None]]] = []
         for index, server in enumerate(self.servers):
@@ -481,19 +479,8 @@ class LiveMetrics(_StaticFallback, W.VBox):
         return any(batches)
 
     def redraw(self) -> None:
-        """Send every trace's points and the notes in one update message."""
-        import numpy as np
-
-        notes = self._chart_notes()
-        with self.figure.batch_update():
-            for trace, (index, line) in zip(self.figure.data, self._traces):
-                series = self._series[index]
-                trace.x = list(series.labels)
-                trace.y = np.fromiter(series.values[line.column], dtype=float, count=len(series.x)) * line.scale
-            for k, note in enumerate(notes):
-                if note != self._notes[k]:
-                    self.figure.layout.annotations[len(CHARTS) + k].text = note
-        self._notes = notes
+        """Every server's points and the notes, as one new value of the charts' HTML (one message)."""
+        self.charts.value = _charts_row(CHARTS, self._series, self._chart_notes())
         self.redraws += 1
         self._summary.value = self._summary_html()
 
@@ -521,8 +508,7 @@ class LiveMetrics(_StaticFallback, W.VBox):
         return "<div style='font-size:90%'>" + "<br>".join(parts) + "</div>"
 
     def static_html(self) -> str:
-        charts = "".join(_svg_chart(chart, self.servers, self._series) for chart in CHARTS)
-        return (f"<div>{self._summary_html()}<div style='display:flex;flex-wrap:wrap;gap:8px'>{charts}</div>"
+        return (f"<div>{self._summary_html()}{_charts_row(CHARTS, self._series, self._chart_notes())}"
                 "<div style='color:#888;font-size:80%'>static copy (live charts need a running kernel)</div></div>")
 
     def close(self) -> None:
@@ -538,7 +524,7 @@ class LiveMetrics(_StaticFallback, W.VBox):
         if self._display_handles:
             self._publish_final(live=False)
         self._summary.close()
-        self.figure.close()
+        self.charts.close()
         super().close()
 
 
@@ -555,52 +541,34 @@ def _human(number: float) -> str:
     return f"{number:.3g}"
 
 
-def _figure(servers: Sequence[Server], height: int) -> Any:
-    """A 2×2 plotly FigureWidget with one trace per server and charted line, and a note slot per chart."""
-    import plotly.graph_objects as go
-    from plotly.subplots import make_subplots
+def _svg_chart(chart: _Chart, servers: Sequence[Any], series: Sequence[_Series], width: int = 360,
+               height: int = 170, note: str = "") -> str:
+    """One chart as inline SVG: a polyline per server and line, the y range, the time span, the title;
+    ``note`` (e.g. "not reported by llama-server") where it has no data. ``data-points`` / ``data-max``
+    say what it shows (the browser test reads them)."""
+    from datetime import datetime, timezone
 
-    figure = make_subplots(rows=2, cols=2, subplot_titles=[c.title for c in CHARTS], horizontal_spacing=0.09,
-                           vertical_spacing=0.2)
-    for index, server in enumerate(servers):
-        color = PALETTE[index % len(PALETTE)]
-        for k, chart in enumerate(CHARTS):
-            for n, line in enumerate(chart.lines):
-                figure.add_trace(go.Scatter(
-                    x=[], y=[], mode="lines", name=server.name, legendgroup=server.name,
-                    showlegend=k == 0 and n == 0, line={"color": color, "dash": line.dash, "width": 2},
-                    hovertemplate=f"{html.escape(server.name)} {line.label}: %{{y:.3g}} {chart.unit}<extra></extra>",
-                ), row=k // 2 + 1, col=k % 2 + 1)
-    for k, chart in enumerate(CHARTS):
-        axis = "" if k == 0 else str(k + 1)
-        figure.add_annotation(text="", x=0.5, y=0.5, xref=f"x{axis} domain", yref=f"y{axis} domain",
-                              showarrow=False, font={"color": "#999", "size": 12})
-        figure.update_yaxes(title_text=chart.unit, rangemode="tozero", row=k // 2 + 1, col=k % 2 + 1)
-    figure.update_xaxes(type="date", tickformat="%H:%M:%S")
-    figure.update_layout(height=height, margin={"l": 50, "r": 10, "t": 40, "b": 30}, template="plotly_white",
-                         legend={"orientation": "h", "y": -0.12}, uirevision="servekit")
-    return go.FigureWidget(figure)
-
-
-def _svg_chart(chart: _Chart, servers: Sequence[Server], series: Sequence[_Series], width: int = 360,
-               height: int = 170) -> str:
-    """One chart as inline SVG: a polyline per server and line, the y range, the title."""
     pad_l, pad_t, pad_b = 44, 20, 16
     plot_w, plot_h = width - pad_l - 8, height - pad_t - pad_b
     points = [(i, line, s) for i, s in enumerate(series) for line in chart.lines]
     xs = [x for s in series for x in s.x]
     ys = [v * line.scale for _, line, s in points for v in s.values[line.column] if not math.isnan(v)]
     body = [f"<text x='{pad_l}' y='13' font-size='12' fill='#333'>{html.escape(chart.title)}</text>"]
+    top = 0.0
     if not xs or not ys:
-        body.append(f"<text x='{width / 2}' y='{height / 2}' font-size='11' fill='#999' text-anchor='middle'>"
-                    "no data</text>")
+        body.append(f"<text x='{pad_l + plot_w / 2}' y='{pad_t + plot_h / 2}' font-size='11' fill='#999' "
+                    f"text-anchor='middle'>{html.escape(note or 'no data')}</text>")
     else:
         x0, x1 = min(xs), max(xs) or 1.0
         top = max(ys) or 1.0
+        start = datetime.fromtimestamp(x0 / 1000.0, timezone.utc).strftime("%H:%M:%S")  # local time, stored as UTC
         body.append(f"<text x='{pad_l - 4}' y='{pad_t + 8}' font-size='10' fill='#666' text-anchor='end'>{_human(top)}</text>"
                     f"<text x='{pad_l - 4}' y='{pad_t + plot_h}' font-size='10' fill='#666' text-anchor='end'>0</text>"
+                    f"<text x='{pad_l}' y='{height - 3}' font-size='10' fill='#666'>{start}</text>"
                     f"<text x='{pad_l + plot_w}' y='{height - 3}' font-size='10' fill='#666' text-anchor='end'>"
                     f"{_duration((x1 - x0) / 1000)} · {html.escape(chart.unit)}</text>")
+        if note:
+            body.append(f"<text x='{pad_l + 4}' y='{pad_t + 12}' font-size='10' fill='#999'>{html.escape(note)}</text>")
         for index, line, s in points:
             coords = [(pad_l + plot_w * (x - x0) / ((x1 - x0) or 1.0), pad_t + plot_h * (1 - v * line.scale / top))
                       for x, v in zip(s.x, s.values[line.column]) if not math.isnan(v)]
@@ -610,8 +578,158 @@ def _svg_chart(chart: _Chart, servers: Sequence[Server], series: Sequence[_Serie
                 body.append(f"<polyline fill='none' stroke='{PALETTE[index % len(PALETTE)]}' stroke-width='1.5' "
                             f"stroke-dasharray='{dash}' points='{path}'/>")
     frame = f"<rect x='{pad_l}' y='{pad_t}' width='{plot_w}' height='{plot_h}' fill='none' stroke='#ddd'/>"
-    return (f"<svg xmlns='http://www.w3.org/2000/svg' width='{width}' height='{height}' "
-            f"viewBox='0 0 {width} {height}'>{frame}{''.join(body)}</svg>")
+    shown = max((len(s.x) for s in series), default=0)
+    return (f"<svg xmlns='http://www.w3.org/2000/svg' width='{width}' height='{height}' viewBox='0 0 {width} {height}' "
+            f"data-chart='{html.escape(chart.title)}' data-points='{shown}' data-max='{top:g}'>"
+            f"{frame}{''.join(body)}</svg>")
+
+
+def _charts_row(charts: Sequence[_Chart], series: Sequence[_Series], notes: Sequence[str] = (),
+                width: int = 360) -> str:
+    """Charts side by side (wrapping), as one HTML block."""
+    notes = list(notes) or [""] * len(charts)
+    svgs = "".join(_svg_chart(chart, [], series, width=width, note=note) for chart, note in zip(charts, notes))
+    return f"<div style='display:flex;flex-wrap:wrap;gap:8px'>{svgs}</div>"
+
+
+# -- BenchChart ---------------------------------------------------------------------------------------
+BENCH_CHARTS: tuple[_Chart, ...] = (
+    _Chart("output tokens/s: client ── server ┄┄", "tok/s",
+           (_Line("client_tokens_per_s", "client"), _Line("generation_tokens_per_s", "server", "dot"))),
+    _Chart("requests in flight: client ── server ┄┄", "requests",
+           (_Line("in_flight", "client"), _Line("requests_running", "server running", "dot"))),
+    _Chart("TTFT of finished requests: p50 ── p90 - -", "ms",
+           (_Line("ttft_p50", "TTFT p50"), _Line("ttft_p90", "TTFT p90", "dash"))),
+)
+BENCH_ROW_S = 1.0  # one point a second per server, however often progress arrives
+
+
+class BenchChart(_StaticFallback, W.VBox):
+    """The live view of a load-generator run or sweep: pass it as ``on_progress`` to
+    :func:`servekit.bench.run` / :func:`~servekit.bench.sweep` (``%bench`` does).
+
+    Once a second per server: output tokens/s and requests in flight as the client counts them, next to
+    the server's own generated tokens/s and running requests (from its metrics recorder, the same time
+    axis), and the TTFT p50/p90 of the requests that finished in that second. :meth:`finish` (or the
+    end of the server) makes the static copy final."""
+
+    def __init__(self, servers: Any, *, max_points: int = 3600) -> None:
+        from .bench.sweeps import as_servers
+
+        self._pairs = as_servers(servers)
+        self.names = [name for name, _ in self._pairs]
+        self._init_fallback()
+        self._series = [_Series(max_points, max_points, BENCH_CHARTS) for _ in self._pairs]
+        self._server_rows: list[dict[str, Any]] = [{} for _ in self._pairs]
+        self._window: list[dict[str, Any]] = [{} for _ in self._pairs]  # what this second has seen so far
+        self._unsubscribe: list[Callable[[], None]] = []
+        self.redraws = 0
+        self.charts = W.HTML()
+        self._summary = W.HTML()
+        super().__init__(children=[self._summary, self.charts], layout=W.Layout(width="100%"))
+        self.add_class("servekit-bench-chart")
+        for index, (_, server) in enumerate(self._pairs):
+            recorder = getattr(server, "recorder", None)  # servekit servers: their own shared recorder
+            if callable(recorder):
+                self._unsubscribe.append(recorder().subscribe(lambda row, index=index: self._server_row(index, row)))
+
+    def points(self, index: int = 0) -> int:
+        """How many seconds of server ``index`` the charts hold."""
+        return len(self._series[index].x)
+
+    def _server_row(self, index: int, row: dict[str, Any]) -> None:
+        self._server_rows[index] = row
+
+    def _index(self, label: str) -> int:
+        """Which server a progress label (``NAME c=4``) belongs to: the longest name it starts with."""
+        matches = [i for i, name in enumerate(self.names) if label == name or label.startswith(name + " ")]
+        return max(matches, key=lambda i: len(self.names[i])) if matches else 0
+
+    def __call__(self, snap: Any) -> None:
+        """A :class:`servekit.bench.BenchProgress` snapshot; adds a point once a second and redraws."""
+        if snap.phase == "preparing":
+            return
+        index = self._index(snap.label)
+        window = self._window[index]
+        if window.get("label") != snap.label:  # a new run (a sweep's next level): counts start again
+            window.clear()
+            window.update(label=snap.label, since=snap.wall_time, tokens=snap.output_tokens, ttfts=[])
+        window["ttfts"].extend(r.ttft_ms for r in snap.new_records if r.ok and r.ttft_ms is not None)
+        elapsed = snap.wall_time - window["since"]
+        if elapsed < BENCH_ROW_S and not snap.done:
+            return
+        series = self._series[index]
+        if elapsed < BENCH_ROW_S / 2 and series.latest.get("label") == snap.label:  # the end, just after a point
+            series.latest = {**series.latest, "completed": snap.completed, "failed": snap.failed, "in_flight": 0}
+            self._summary.value = self._summary_html()
+            return
+        series.add(self._row(index, snap, window, elapsed))
+        window.update(since=snap.wall_time, tokens=snap.output_tokens, ttfts=[])
+        self.redraw()
+
+    def _row(self, index: int, snap: Any, window: dict[str, Any], elapsed: float) -> dict[str, Any]:
+        from datetime import datetime
+
+        ttfts = sorted(window["ttfts"])
+        server = self._server_rows[index]
+        fresh = server and abs(_local_ms(server["time"]) / 1000.0 - _local_ms(datetime.fromtimestamp(snap.wall_time))
+                                / 1000.0) < 3.0
+        return {
+            "time": datetime.fromtimestamp(snap.wall_time),
+            "client_tokens_per_s": (snap.output_tokens - window["tokens"]) / elapsed if elapsed > 0 else math.nan,
+            "in_flight": snap.in_flight,
+            "ttft_p50": ttfts[len(ttfts) // 2] if ttfts else math.nan,
+            "ttft_p90": ttfts[min(len(ttfts) - 1, int(len(ttfts) * 0.9))] if ttfts else math.nan,
+            "generation_tokens_per_s": server.get("generation_tokens_per_s") if fresh else math.nan,
+            "requests_running": server.get("requests_running") if fresh else math.nan,
+            "label": snap.label, "completed": snap.completed, "failed": snap.failed,
+        }
+
+    def redraw(self) -> None:
+        """Every server's points, as one new value of the charts' HTML (one message)."""
+        self.charts.value = _charts_row(BENCH_CHARTS, self._series, width=300)
+        self.redraws += 1
+        self._summary.value = self._summary_html()
+
+    def _summary_html(self) -> str:
+        parts = []
+        for index, (name, series) in enumerate(zip(self.names, self._series)):
+            row, color = series.latest, PALETTE[index % len(PALETTE)]
+            if not row:
+                continue
+            load = str(row["label"])[len(name):].strip() or str(row["label"])  # "NAME c=4" -> "c=4"
+            detail = " · ".join([html.escape(load), f"{row['completed']} done",
+                                 f"{row['failed']} failed", _fmt(row.get("client_tokens_per_s"), " tok/s", 1.0),
+                                 _fmt(row.get("in_flight"), " in flight", 1.0)])
+            parts.append(f"<span style='color:{color}'>■</span> <b>{html.escape(name)}</b> {detail}")
+        return "<div style='font-size:90%'>" + ("<br>".join(parts) or "waiting for the first requests …") + "</div>"
+
+    def static_html(self) -> str:
+        return (f"<div>{self._summary_html()}{_charts_row(BENCH_CHARTS, self._series, width=300)}"
+                "<div style='color:#888;font-size:80%'>static copy (live charts need a running kernel)</div></div>")
+
+    def _stop_listening(self) -> None:
+        for unsubscribe in self._unsubscribe:
+            _quietly(unsubscribe)
+        self._unsubscribe.clear()
+
+    def finish(self) -> None:
+        """The run is over: stop listening to the servers' recorders and make the static copy final."""
+        self._stop_listening()
+        if not self.finished:
+            self._publish_final()
+
+    def close(self) -> None:
+        """Stop listening and close the chart (its last static copy stays in the output)."""
+        if getattr(self, "_closing", False):
+            return
+        self._closing = True
+        self._stop_listening()
+        if self._display_handles:
+            self._publish_final(live=False)
+        self._summary.close()
+        self.charts.close()
+        super().close()
 
 
 # -- ChatPanel ----------------------------------------------------------------------------------------
@@ -1043,5 +1161,5 @@ def dashboard(server: Server) -> Dashboard:
     return Dashboard(server)
 
 
-__all__ = ["CHARTS", "ChatPanel", "Dashboard", "Launcher", "LiveMetrics", "ModelChoice", "ReplyStats",
+__all__ = ["BENCH_CHARTS", "CHARTS", "BenchChart", "ChatPanel", "Dashboard", "Launcher", "LiveMetrics", "ModelChoice", "ReplyStats",
            "ServerPanel", "dashboard", "find_models", "panel_for"]

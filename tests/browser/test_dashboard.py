@@ -1,9 +1,10 @@
 """End to end in a real browser: JupyterLab on 127.0.0.1, Debian's Chromium driven by Playwright.
 
 The notebook ``dashboard.ipynb`` (next to this file) starts llama-server with the demo model, sends
-requests from a background thread and shows ``dashboard(server)``. The test waits for the panel to read
-"ready" and the tokens/s chart to gain points, saves a screenshot to ``.ci/artifacts/``, clicks Stop and
-checks with psutil that the engine process is gone.
+requests from a background thread, shows ``dashboard(server)`` and then runs ``%bench`` over three load
+levels. The test waits for the panel to read "ready" and the tokens/s chart to gain points, for the bench
+chart to gain points while ``%bench`` still runs and for its throughput–latency plot at the end, saves
+screenshots to ``.ci/artifacts/``, clicks Stop and checks with psutil that the engine process is gone.
 """
 
 from __future__ import annotations
@@ -39,11 +40,13 @@ SETTINGS = {  # no news toast, every cell rendered (no virtual scrolling)
     "@jupyterlab/notebook-extension/tracker.jupyterlab-settings": {"windowingMode": "none"},
 }
 CHART_POINTS = """() => {
-    const plot = document.querySelector('.servekit-metrics .js-plotly-plot');
-    if (!plot || !plot.data || !plot.data.length) return null;
-    const trace = plot.data[0];  // the first server's generated tokens/s
-    const ys = Array.from(trace.y || []).filter(Number.isFinite);
-    return {points: (trace.x || []).length, max: ys.length ? Math.max(...ys) : 0};
+    const chart = document.querySelector('.servekit-metrics svg[data-chart]');  // generated tokens/s
+    if (!chart) return null;
+    return {points: Number(chart.dataset.points), max: Number(chart.dataset.max)};
+}"""
+BENCH_POINTS = """() => {
+    const chart = document.querySelector('.servekit-bench-chart svg[data-chart]');  // output tokens/s
+    return chart ? Number(chart.dataset.points) : 0;  // one point a second
 }"""
 
 
@@ -146,6 +149,8 @@ def test_dashboard_in_jupyterlab(lab: Lab) -> None:
         browser = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_FLAGS)
         page = browser.new_page(viewport={"width": 1400, "height": 1300})
         page.on("pageerror", lambda error: problems.append(f"page error: {error}"))
+        console: list[str] = []
+        page.on("console", lambda msg: console.append(f"{msg.type}: {msg.text}"[:300]) if msg.type in ("error", "warning") else None)
         try:
             _run_notebook(page, lab)
             state = page.locator(".servekit-panel .servekit-state").first
@@ -158,6 +163,9 @@ def test_dashboard_in_jupyterlab(lab: Lab) -> None:
             page.locator(".servekit-dashboard").first.screenshot(path=str(ARTIFACTS / "browser-dashboard-widget.png"))
             pid = int(page.locator(".servekit-panel .servekit-pid").first.inner_text())
             assert psutil.pid_exists(pid) and "llama" in psutil.Process(pid).name(), f"no engine at pid {pid}"
+            bench_points = _wait_for_bench(page, 180)
+            page.locator(".servekit-bench-chart").first.scroll_into_view_if_needed()
+            page.screenshot(path=str(ARTIFACTS / "browser-bench.png"), full_page=True)
 
             page.locator(".servekit-panel .servekit-stop").first.click()
             _wait_for_text(page, page.locator(".servekit-panel .servekit-state").first, "stopped", 60)
@@ -167,12 +175,14 @@ def test_dashboard_in_jupyterlab(lab: Lab) -> None:
             page.screenshot(path=str(ARTIFACTS / "browser-dashboard-stopped.png"), full_page=True)
             errors = page.locator('.jp-OutputArea-output[data-mime-type="application/vnd.jupyter.stderr"]')
             tracebacks = [t for t in errors.all_inner_texts() if "Traceback" in t or "Error" in t]
-        except Exception:
+        except Exception as exc:
             page.screenshot(path=str(ARTIFACTS / "browser-dashboard-failure.png"), full_page=True)
-            raise
+            raise AssertionError(f"{exc}\nbrowser console (errors, warnings): {console[-20:]}") from exc
         finally:
             browser.close()
     assert chart["points"] >= 3 and chart["max"] > 0, chart
+    print("\nbench chart points (prompt, points):", bench_points)
+    assert bench_points["while_running"] >= 2 and bench_points["at_end"] >= 8, bench_points  # 3 levels × 4 s
     assert _gone(pid), f"the engine process {pid} is still running after Stop"
     assert servekit.running() == [], "Stop left the server listed"
     assert not tracebacks, tracebacks
@@ -210,3 +220,22 @@ def _wait_for_chart(page, timeout_s: float) -> dict[str, float]:  # noqa: ANN001
             return seen
         page.wait_for_timeout(500)
     raise AssertionError(f"the chart did not gain points with data: {seen}")
+
+
+def _wait_for_bench(page, timeout_s: float) -> dict[str, int]:  # noqa: ANN001
+    """Points of the %bench chart while its cell still runs ([*]), then once the sweep's plot is shown."""
+    bench_cell = page.locator(".jp-Notebook .jp-Cell").last
+    deadline = time.monotonic() + timeout_s
+    while_running = 0
+    seen: list[tuple[str, int]] = []
+    while time.monotonic() < deadline:
+        points = page.evaluate(BENCH_POINTS)
+        prompt = bench_cell.locator(".jp-InputPrompt").inner_text()
+        seen.append((prompt, points))
+        if "*" in prompt:
+            while_running = max(while_running, points)
+        elif page.locator(".js-plotly-plot", has_text="Throughput vs latency").count():
+            return {"while_running": while_running, "at_end": points, "seen": seen[-30:]}
+        page.wait_for_timeout(500)
+    raise AssertionError(f"%bench did not end with its plot within {timeout_s:.0f} s "
+                         f"(chart points while running: {while_running}; prompt and points seen: {seen[-30:]})")

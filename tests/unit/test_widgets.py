@@ -13,7 +13,7 @@ from types import SimpleNamespace
 import pytest
 
 pytest.importorskip("ipywidgets")
-pytest.importorskip("plotly")
+pytest.importorskip("ipywidgets")
 
 from servekit import widgets  # noqa: E402
 
@@ -138,3 +138,32 @@ def test_numbers_read_as_people_write_them():
 
     assert [_human(x) for x in (0.25, 18, 999, 4590.2, 17000, 2.5e6)] == ["0.25", "18", "999", "4.59k", "17k", "2.5M"]
     assert _fmt(4590.2, " tok/s", 1.0) == "4.59k tok/s" and _fmt(None, " ms", 1000) == "– ms"
+
+
+def _snap(label: str, at: float, tokens: int, in_flight: int, done: bool = False, ttfts=()):
+    from servekit.bench import BenchProgress
+    from servekit.bench.records import RequestRecord
+
+    records = tuple(RequestRecord(index=i, ttft_ms=t) for i, t in enumerate(ttfts))
+    return BenchProgress(label=label, phase="done" if done else "running", wall_time=at, elapsed_s=0.0, total=None,
+                         duration_s=4.0, sent=0, completed=len(ttfts), failed=0, in_flight=in_flight,
+                         output_tokens=tokens, new_records=records)
+
+
+def test_bench_chart_adds_a_point_a_second_per_server_from_the_clients_counts():
+    chart = widgets.BenchChart({"q4": SimpleNamespace(), "q4 big": SimpleNamespace()})  # no recorders to follow
+    t0 = 1_800_000_000.0
+    for step in range(9):  # progress every 0.25 s, 100 tokens each: 400 tok/s
+        chart(_snap("q4 big c=2", t0 + step * 0.25, 100 * step, 2, ttfts=[10.0, 30.0] if step == 3 else ()))
+    chart(_snap("q4 c=1", t0 + 2.5, 0, 1))  # the longest name that fits: "q4 big c=2" is not "q4"'s
+    chart(_snap("q4 c=1", t0 + 3.6, 50, 1))
+    assert chart.points(1) == 2 and chart.points(0) == 1
+    big = chart._series[1]
+    assert list(big.values["client_tokens_per_s"]) == [400.0, 400.0] and list(big.values["in_flight"]) == [2, 2]
+    assert big.values["ttft_p50"][0] == 30.0 and math.isnan(big.values["ttft_p50"][1])
+    assert math.isnan(big.values["generation_tokens_per_s"][0])  # no server numbers: a gap, never a zero
+    chart(_snap("q4 big c=2", t0 + 2.1, 850, 0, done=True))  # just after a point: counts only, no spike
+    assert chart.points(1) == 2 and big.latest["in_flight"] == 0
+    assert "<b>q4 big</b> c=2 · " in chart._summary.value and "<svg" in chart.static_html()
+    assert chart.redraws == 3
+    chart.close()
