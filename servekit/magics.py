@@ -50,7 +50,7 @@ class ServekitMagics(Magics):
     @argument("--api-key", help="the API key clients must send (default: a random one)")
     @argument("--no-api-key", action="store_true", help="serve without a key (loopback; warns on other addresses)")
     @argument("--keep", action="store_true", help="keep the server running after this kernel stops or restarts")
-    @argument("--quiet", action="store_true", help="print one line instead of showing the server panel")
+    @argument("--quiet", action="store_true", help="show the server as a table, not as the live panel")
     @argument("--export", action="store_true",
               help="set OPENAI_BASE_URL and OPENAI_API_KEY in this kernel, so a stock OpenAI client connects")
     @line_magic
@@ -94,6 +94,8 @@ class ServekitMagics(Magics):
         else:
             key = f"server.api_key, or `!servekit key {server.name}`" if server.api_key else "no key"
             print(f"API key: {key}; server.env() (or --export) gives OPENAI_BASE_URL/OPENAI_API_KEY.", flush=True)
+        if not args.quiet:
+            server.view = _panel(server)  # the cell's result shows as the live panel, not the table
         return server
 
     @line_magic
@@ -196,6 +198,15 @@ class ServekitMagics(Magics):
         except KeyboardInterrupt:
             sys.stdout.write("\n[interrupted: the request was closed; the server is still ready]")
         sys.stdout.write("\n")
+
+
+def _panel(server: Server) -> Any:
+    """The live panel %serve shows, or None where ipywidgets is missing (the table shows instead)."""
+    try:
+        from .widgets import panel_for
+    except ImportError:
+        return None
+    return panel_for(server)
 
 
 def _bench_servers(names: list[str]) -> list[Server]:

@@ -95,6 +95,7 @@ class Server:
         self.engine = engine
         self._process = process
         self.attached = attached  # a server servekit did not start (:func:`attach`): watched, never stopped
+        self.view: Any = None  # what a notebook shows for it, set by an upper layer (%serve: the live panel)
         self._state_lock = threading.Lock()
         self._monitor: threading.Thread | None = None
         self._recorder: MetricsRecorder | None = None
@@ -376,6 +377,16 @@ class Server:
     def __repr__(self) -> str:
         return (f"<Server {self.name!r} {self.engine.name} model={self.model!r} url={self.url} "
                 f"pid={self.pid} state={self.record.state} key={mask_key(self.api_key)}>")
+
+    def _ipython_display_(self) -> None:
+        """In a notebook: the view an upper layer attached (``%serve`` attaches the live panel), else the
+        table of :meth:`_repr_html_`."""
+        from IPython.display import display
+
+        if self.view is not None:
+            display(self.view)
+        else:
+            display({"text/plain": repr(self), "text/html": self._repr_html_()}, raw=True)
 
     def _repr_html_(self) -> str:
         from html import escape

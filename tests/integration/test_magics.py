@@ -20,6 +20,10 @@ def test_serve_chat_servers_stop(ip):
         server = ip.run_line_magic("serve", "llamacpp demo-tiny --name nb -- --seed 7")
     assert "nb is ready at http://127.0.0.1:" in started.stdout
     assert server.name == "nb" and "--seed" in " ".join(server.record.command)
+    from servekit.widgets import ServerPanel
+
+    assert isinstance(server.view, ServerPanel) and server.view.server is server  # the cell shows the live panel
+    server.view.close()
     try:
         table = ip.run_line_magic("servers", "")
         assert "nb" in repr(table) and "ready" in repr(table) and server.api_key not in repr(table)
@@ -50,3 +54,13 @@ def test_serve_help_and_errors(ip):
     with capture_output() as out:
         ip.run_line_magic("stop", "--all")
     assert "No servers were running." in out.stdout
+
+
+def test_serve_quiet_shows_the_table_not_the_panel(ip):
+    with capture_output():
+        server = ip.run_line_magic("serve", "llamacpp demo-tiny --name nbq --quiet")
+    try:
+        assert server.view is None
+        assert "servekit server nbq" in server._repr_html_()
+    finally:
+        server.stop()
