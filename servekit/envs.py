@@ -22,6 +22,11 @@ Progress = Callable[[str], None]
 _MARKER = "servekit-env.json"
 TORCH_CPU_INDEX = "https://download.pytorch.org/whl/cpu"
 TORCH_INDEX_ENV_VAR = "SERVEKIT_TORCH_INDEX_URL"  # set (even empty) to choose the torch index yourself
+INSTALLER_ENV_VAR = "SERVEKIT_INSTALLER"  # "uv" or "pip"; default: uv where it is installed, else pip
+# pip settings that name package sources, as uv options (uv reads neither pip.conf nor PIP_* variables)
+_PIP_TO_UV = {"index-url": "--index-url", "extra-index-url": "--extra-index-url", "find-links": "--find-links",
+              "constraint": "--constraint", "trusted-host": "--allow-insecure-host"}
+_PIP_SCOPES = (":env:", "site", "user", "global")  # highest precedence first
 
 
 def env_dir(name: str) -> Path:
@@ -73,30 +78,128 @@ def create_env(
 ) -> Path:
     """Create (once) a venv named ``name`` and run each ``pip`` argument list of ``install_steps`` in it.
 
-    Returns the environment's interpreter. A half-built environment (no marker) is rebuilt.
+    With uv (:func:`uv_binary`) the same steps run as ``uv venv`` / ``uv pip``, from the package sources
+    pip is configured with; if uv fails, pip does it all again. Returns the environment's interpreter. A
+    half-built environment (no marker) is rebuilt.
     """
     existing = env_python(name)
     if existing and not force:
         return existing
     folder = env_dir(name)
-    if folder.exists():
-        shutil.rmtree(folder)
     log_path = folder.parent / f"{name}.install.log"
     log_path.unlink(missing_ok=True)
+    base = python or sys.executable
     started = time.monotonic()
+    installer = "pip"
+    uv = uv_binary()
+    if uv is not None:
+        try:
+            _install(folder, uv_commands(uv, base, folder, install_steps), log_path, progress, _uv_env())
+            installer = "uv"
+        except BuildError as exc:
+            if os.environ.get(INSTALLER_ENV_VAR, "").strip().lower() == "uv":
+                raise
+            if progress:
+                progress(f"uv failed ({str(exc).splitlines()[0][:120]}); installing with pip instead")
+    if installer == "pip":
+        _install(folder, pip_commands(base, folder, install_steps), log_path, progress,
+                 {**os.environ, "PIP_DISABLE_PIP_VERSION_CHECK": "1"})
+    (folder / _MARKER).write_text(json.dumps({
+        "name": name, "steps": [list(s) for s in install_steps], "installer": installer,
+        "seconds": round(time.monotonic() - started, 1)}))
+    return folder / "bin" / "python"
+
+
+def _install(folder: Path, commands: list[list[str]], log_path: Path, progress: Progress | None,
+             env: dict[str, str]) -> None:
+    """A fresh ``folder``, then ``commands`` in turn (the first creates the venv)."""
+    if folder.exists():
+        shutil.rmtree(folder)
     if progress:
-        progress(f"creating environment {folder}")
-    run_logged([python or sys.executable, "-m", "venv", str(folder)], log_path, progress)
-    env_py = folder / "bin" / "python"
-    pip_env = {**os.environ, "PIP_DISABLE_PIP_VERSION_CHECK": "1"}
-    for step in install_steps:
-        if progress:
-            progress("pip " + " ".join(step)[:150])
-        run_logged([str(env_py), "-m", "pip", *step], log_path, progress, env=pip_env)
-    (folder / _MARKER).write_text(
-        json.dumps({"name": name, "steps": [list(s) for s in install_steps], "seconds": round(time.monotonic() - started, 1)})
-    )
-    return env_py
+        progress(f"creating environment {folder} ({Path(commands[0][0]).name})")
+    for cmd in commands:
+        if progress and cmd is not commands[0]:
+            progress(" ".join(Path(cmd[0]).name if i == 0 else part for i, part in enumerate(cmd))[:150])
+        run_logged(cmd, log_path, progress, env=env)
+
+
+def pip_commands(python: str, folder: Path, steps: Sequence[Sequence[str]]) -> list[list[str]]:
+    """``python -m venv`` and one ``pip`` command per step."""
+    env_py = str(folder / "bin" / "python")
+    return [[python, "-m", "venv", str(folder)]] + [[env_py, "-m", "pip", *step] for step in steps]
+
+
+def uv_commands(uv: str, python: str, folder: Path, steps: Sequence[Sequence[str]]) -> list[list[str]]:
+    """The same as :func:`pip_commands` with uv: ``uv venv --seed`` (pip inside, as ``python -m venv``
+    leaves it), ``uv pip install`` with pip's package sources and its pick-the-best-version-of-all-indexes
+    rule, ``uv pip uninstall``."""
+    env_py = str(folder / "bin" / "python")
+    commands = [[uv, "venv", "--seed", "--python", python, str(folder)]]
+    for verb, *args in steps:
+        if verb == "install":
+            kept = [a for a in args if a != "--no-compile"]  # uv compiles no bytecode unless asked
+            commands.append([uv, "pip", "install", "--python", env_py, "--index-strategy", "unsafe-best-match",
+                             *pip_sources_for_uv(), *kept])
+        elif verb == "uninstall":
+            commands.append([uv, "pip", "uninstall", "--python", env_py, *[a for a in args if a not in ("-y", "--yes")]])
+        else:
+            raise BuildError(f"servekit cannot run `pip {verb}` with uv; set {INSTALLER_ENV_VAR}=pip.")
+    return commands
+
+
+def uv_binary() -> str | None:
+    """uv's executable (the ``uv`` package's, else on PATH), or None: pip installs. ``SERVEKIT_INSTALLER``
+    = ``pip`` never uses uv; ``uv`` requires it."""
+    choice = os.environ.get(INSTALLER_ENV_VAR, "").strip().lower()
+    if choice not in ("", "uv", "pip"):
+        raise BuildError(f"{INSTALLER_ENV_VAR}={choice!r}: use uv, pip, or leave it unset.")
+    if choice == "pip":
+        return None
+    found: str | None
+    try:
+        from uv import find_uv_bin
+
+        found = find_uv_bin()
+    except (ImportError, FileNotFoundError):
+        found = shutil.which("uv")
+    if found is None and choice == "uv":
+        raise BuildError(f"{INSTALLER_ENV_VAR}=uv, but uv is not installed: `pip install uv`, or unset it.")
+    return found
+
+
+def pip_sources_for_uv(config: str | None = None) -> list[str]:
+    """pip's configured package sources (pip.conf files and ``PIP_*`` variables: ``pip config list``) as uv
+    options, so uv installs from the same mirrors, local wheels and constraints as pip. Local indexes and
+    folders that do not exist are left out (pip ignores them with a warning; uv would fail)."""
+    if config is None:
+        done = subprocess.run([sys.executable, "-m", "pip", "config", "list"], capture_output=True, text=True,
+                              timeout=60, check=False)
+        config = done.stdout if done.returncode == 0 else ""
+    chosen: dict[str, tuple[int, str]] = {}
+    for line in config.splitlines():
+        scoped, sep, value = line.partition("=")
+        scope, _, key = scoped.rpartition(".")
+        rank = _PIP_SCOPES.index(scope) if scope in _PIP_SCOPES else len(_PIP_SCOPES)
+        if sep and key in _PIP_TO_UV and (key not in chosen or rank < chosen[key][0]):
+            chosen[key] = (rank, value.strip().strip("'\""))
+    options: list[str] = []
+    for key, (_, value) in chosen.items():
+        for item in value.split():
+            local = item.removeprefix("file://") if item.startswith(("file://", "/")) else None
+            if local is None or Path(local).exists():
+                options += [_PIP_TO_UV[key], item]
+    return options
+
+
+def _uv_env() -> dict[str, str]:
+    """uv's environment: pip's CA bundle where one is set (uv reads ``SSL_CERT_FILE``), its timeout."""
+    env = dict(os.environ)
+    cert = os.environ.get("PIP_CERT")
+    if cert and "SSL_CERT_FILE" not in env:
+        env["SSL_CERT_FILE"] = cert
+    if os.environ.get("PIP_DEFAULT_TIMEOUT"):
+        env.setdefault("UV_HTTP_TIMEOUT", os.environ["PIP_DEFAULT_TIMEOUT"])
+    return env
 
 
 def cpu_torch_requirements(version: str, progress: Progress | None = None) -> list[str]:

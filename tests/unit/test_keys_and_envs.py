@@ -71,3 +71,55 @@ def test_cpu_torch_index_is_added_only_when_pip_cannot_find_the_wheel(monkeypatc
     assert envs.cpu_torch_requirements("2.13.0")[1:] == ["--extra-index-url", envs.TORCH_CPU_INDEX]
     monkeypatch.setattr(envs, "_pip_finds", lambda requirement: requirement == "torch==2.13.0+cpu")
     assert envs.cpu_torch_requirements("2.13.0") == ["torch==2.13.0+cpu"]
+
+
+PIP_CONFIG = """global.cert='/etc/ssl/certs/ca-certificates.crt'
+global.extra-index-url='file:///nonexistent/simple https://mirror.example/simple'
+global.find-links='/opt/wheels-global'
+global.index-url='https://pypi.example/simple'
+:env:.find-links='{wheels}'
+:env:.default-timeout='180'
+user.constraint='{constraints}'
+"""
+
+
+def test_uv_installs_from_the_sources_pip_is_configured_with(tmp_path):
+    wheels, constraints = tmp_path / "wheels", tmp_path / "constraints.txt"
+    wheels.mkdir()
+    constraints.write_text("numpy<3\n")
+    options = envs.pip_sources_for_uv(PIP_CONFIG.format(wheels=wheels, constraints=constraints))
+    pairs = list(zip(options[::2], options[1::2]))
+    assert ("--find-links", str(wheels)) in pairs  # PIP_FIND_LINKS wins over pip.conf, as in pip
+    assert ("--find-links", "/opt/wheels-global") not in pairs
+    assert ("--extra-index-url", "https://mirror.example/simple") in pairs
+    assert ("--extra-index-url", "file:///nonexistent/simple") not in pairs  # pip skips it; uv would fail
+    assert ("--index-url", "https://pypi.example/simple") in pairs and ("--constraint", str(constraints)) in pairs
+
+
+def test_uv_runs_the_same_steps_as_pip(tmp_path, monkeypatch):
+    monkeypatch.setattr(envs, "pip_sources_for_uv", lambda: ["--find-links", "/w"])
+    steps = [["install", "--no-compile", "torch==2.13.0+cpu", "--extra-index-url", "https://t/cpu"],
+             ["uninstall", "-y", "triton"]]
+    venv, install, uninstall = envs.uv_commands("/bin/uv", "/usr/bin/python3", tmp_path / "e", steps)
+    assert venv == ["/bin/uv", "venv", "--seed", "--python", "/usr/bin/python3", str(tmp_path / "e")]
+    assert install[:4] == ["/bin/uv", "pip", "install", "--python"] and "--no-compile" not in install
+    assert install[-3:] == ["torch==2.13.0+cpu", "--extra-index-url", "https://t/cpu"]
+    assert ["--index-strategy", "unsafe-best-match"] == install[5:7] and "/w" in install
+    assert uninstall == ["/bin/uv", "pip", "uninstall", "--python", str(tmp_path / "e" / "bin" / "python"), "triton"]
+    pip = envs.pip_commands("/usr/bin/python3", tmp_path / "e", steps)
+    assert pip[0] == ["/usr/bin/python3", "-m", "venv", str(tmp_path / "e")] and pip[2][-2:] == ["-y", "triton"]
+
+
+def test_the_installer_is_chosen_by_the_environment_variable(monkeypatch):
+    from servekit.errors import BuildError
+
+    monkeypatch.setenv(envs.INSTALLER_ENV_VAR, "pip")
+    assert envs.uv_binary() is None
+    monkeypatch.setenv(envs.INSTALLER_ENV_VAR, "conda")
+    with pytest.raises(BuildError, match="use uv, pip"):
+        envs.uv_binary()
+    monkeypatch.setenv(envs.INSTALLER_ENV_VAR, "uv")
+    monkeypatch.setenv("PATH", "/nonexistent")
+    monkeypatch.setitem(sys.modules, "uv", None)  # no uv package either
+    with pytest.raises(BuildError, match="pip install uv"):
+        envs.uv_binary()
