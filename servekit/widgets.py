@@ -188,7 +188,7 @@ class ServerPanel(_StaticFallback, W.VBox):
         self._error = W.HTML()
         self._stop_button = W.Button(description="Stop", icon="stop", button_style="danger",
                                      tooltip="Stop the server (SIGTERM, then SIGKILL); frees its port",
-                                     layout=W.Layout(width="7em"))
+                                     layout=W.Layout(width="9em"))  # room for "Stopping…" and "Stopped"
         self._stop_button.add_class("servekit-stop")
         self._stop_button.on_click(lambda _button: self.stop_server())
         self._log_box = W.Accordion(children=[self._log], titles=(f"Log (last {log_lines} lines)",))
