@@ -184,11 +184,16 @@ def test_capture_metrics_texts(server, tmp_path):
     # real engines move between the two captures: tokens were generated, requests ended
     assert after["generation_tokens_total"] > before["generation_tokens_total"]
     assert after["prompt_tokens_total"] > before["prompt_tokens_total"]
+    # Ended before the second capture, for certain: the first _one, the first capture's requests, two _ones.
+    # (Not "before + CONCURRENCY + 2": the running gauge can still show a request that the e2e histogram
+    # has already counted — seen once with vLLM in CI: e2e 2 -> 6.)
+    known_done = 1 + CONCURRENCY + 2
     for histogram in ("ttft_seconds", "itl_seconds", "e2e_seconds"):
         if name == "llamacpp":
             assert histogram not in after.histograms  # documented as absent: the columns stay NaN
         else:
-            assert after.histograms[histogram].count >= before.histograms[histogram].count + CONCURRENCY + 2
+            count_before, count_after = before.histograms[histogram].count, after.histograms[histogram].count
+            assert count_after >= max(count_before + 2, known_done), (histogram, count_before, count_after)
     if name == "llamacpp":
         for text in (first["slots"], second["slots"]):
             busy = [slot for slot in json.loads(text) if slot["is_processing"]]
