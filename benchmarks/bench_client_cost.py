@@ -276,7 +276,10 @@ def main() -> int:
             try:
                 _children_cpu_total()
                 results[phase]["servekit"] = measure("servekit.bench", [*servekit_cmd, str(port), *argv(load)], port)
-                if phase == "per_token":
+                if phase == "per_token":  # the same client on asyncio's own event loop: what uvloop saves
+                    results[phase]["servekit-asyncio"] = measure(
+                        "servekit, asyncio", [*servekit_cmd, str(port), *argv(load)], port,
+                        {"SERVEKIT_BENCH_LOOP": "asyncio"})
                     results[phase]["httpx"] = measure("httpx client", [*httpx_cmd, str(port), *argv(load)], port)
                 if use_vllm:
                     command = vllm_command(python, tokenizer, port, load["concurrency"], load["requests"],
@@ -337,7 +340,8 @@ def report(results: dict[str, dict[str, Measured]], sustained: list[Measured], p
 def _as_dict(m: Measured) -> dict:
     return {"client": m.client, "cpu_per_1000_tokens": m.cpu_per_1000_tokens, "startup_s": m.startup_s,
             "startup_cpu_s": m.startup_cpu_s, "startup_rss_mb": m.startup_rss_mb, "streams_per_s": m.streams_per_s,
-            "tokens": m.tokens, "requests": m.requests, "max_streams": m.max_streams, "result": m.result}
+            "tokens": m.tokens, "requests": m.requests, "max_streams": m.max_streams,
+            "result": {k: v for k, v in m.result.items() if not isinstance(v, list)}}  # vLLM's per-request lists left out
 
 
 if __name__ == "__main__":

@@ -473,3 +473,31 @@ def test_a_sweep_keeps_its_rows_when_interrupted_or_when_a_server_fails():
     assert frame["server"].tolist() == ["broken", "broken", "ok", "ok"]
     assert frame["aborted"].iloc[1] == "the server went away"
     assert frame["concurrency"].tolist() == [1, 2, 1, 2]
+
+
+# -- the client's own speed: uvloop and orjson where installed ------------------------------------
+def test_the_load_generator_runs_on_uvloop_unless_asyncio_is_asked_for(monkeypatch):
+    from servekit.bench import runner
+
+    uvloop = pytest.importorskip("uvloop", reason="uvloop is a dependency except on Windows")
+    loop = runner.new_loop()
+    try:
+        assert isinstance(loop, uvloop.Loop)
+    finally:
+        loop.close()
+    monkeypatch.setenv("SERVEKIT_BENCH_LOOP", "asyncio")
+    loop = runner.new_loop()
+    try:
+        assert not isinstance(loop, uvloop.Loop) and isinstance(loop, asyncio.AbstractEventLoop)
+    finally:
+        loop.close()
+
+
+def test_chunks_parse_the_same_with_orjson_and_with_json_including_what_orjson_refuses(monkeypatch):
+    from servekit.bench import runner
+
+    chunk = b'{"choices":[{"delta":{"content":"h\\u00e9"}}],"usage":{"completion_tokens":3}}'
+    assert runner._parse(chunk) == json.loads(chunk)
+    assert math.isnan(runner._parse(b'{"x": NaN}')["x"])  # orjson refuses NaN; the json module reads it
+    monkeypatch.setattr(runner, "_fast_loads", None)
+    assert runner._parse(chunk) == json.loads(chunk)
