@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import html
 import json
+import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -17,6 +18,8 @@ from typing import TYPE_CHECKING, Any
 from . import tasks
 
 if TYPE_CHECKING:
+    import pandas
+
     from ..server import Server
 
 MAX_TOKENS = 16
@@ -242,7 +245,7 @@ def chat_with_tools(server: Server, prompt: str, max_rounds: int = 3, **create: 
 # -- the quantization table ----------------------------------------------------------------------
 @dataclass
 class QuantRow:
-    """One quantization type: file size, accuracy per task, confidence."""
+    """One quantization type: file size, load time, decode speed, accuracy per task, confidence."""
 
     quant: str
     size_mb: float
@@ -250,6 +253,8 @@ class QuantRow:
     margin: dict[str, float | None]
     result: EvalResult
     changed: dict[str, float | None] = field(default_factory=dict)  # share of answers unlike the first row's
+    load_s: float | None = None  # from serve() to the server answering
+    tokens_per_s: float | None = None  # one stream's output tokens per second (servekit.bench, exact lengths)
 
 
 @dataclass
@@ -260,6 +265,59 @@ class QuantTable:
 
     def row(self, quant: str) -> QuantRow:
         return next(r for r in self.rows if r.quant == quant)
+
+    def breaks_at(self, drop: float = 0.05) -> str | None:
+        """The largest quantization whose accuracy on some task is ``drop`` (5 points) or more below the
+        first row's — where quality breaks; None when every row holds."""
+        if not self.rows:
+            return None
+        first = self.rows[0].accuracy
+        for row in self.rows[1:]:
+            if any(first[t] - row.accuracy[t] >= drop for t in first):
+                return row.quant
+        return None
+
+    def to_frame(self) -> pandas.DataFrame:
+        """One row per quantization: ``MB``, ``load_s``, ``tokens_per_s``, then ``<task> acc``,
+        ``<task> margin`` and ``<task> changed`` (share of answers unlike the first row's) per task."""
+        import pandas as pd
+
+        rows = []
+        for r in self.rows:
+            row: dict[str, Any] = {"quant": r.quant, "MB": r.size_mb, "load_s": r.load_s,
+                                   "tokens_per_s": r.tokens_per_s}
+            for t in r.accuracy:
+                row[f"{t} acc"] = r.accuracy[t]
+                row[f"{t} margin"] = r.margin.get(t)
+                row[f"{t} changed"] = r.changed.get(t)
+            rows.append(row)
+        return pd.DataFrame(rows).set_index("quant")
+
+    def chart(self) -> Any:
+        """A plotly figure: file size as bars; accuracy and confidence margin per task as lines, by quant type."""
+        import plotly.graph_objects as go
+        from plotly.subplots import make_subplots
+
+        quants = [r.quant for r in self.rows]
+        fig = make_subplots(rows=1, cols=2, subplot_titles=("accuracy (lines) and file size (bars)",
+                                                            "confidence margin (nats)"),
+                            specs=[[{"secondary_y": True}, {}]])
+        fig.add_bar(x=quants, y=[r.size_mb for r in self.rows], name="MB", marker_color="#d0d7e1",
+                    row=1, col=1, secondary_y=True)
+        for t in (self.rows[0].accuracy if self.rows else {}):
+            fig.add_scatter(x=quants, y=[100 * r.accuracy[t] for r in self.rows], name=f"{t} accuracy %",
+                            mode="lines+markers", row=1, col=1)
+            fig.add_scatter(x=quants, y=[r.margin.get(t) for r in self.rows], name=f"{t} margin",
+                            mode="lines+markers", line={"dash": "dot"}, row=1, col=2)
+        broken = self.breaks_at()
+        if broken is not None:
+            fig.add_vline(x=quants.index(broken), line_dash="dash", line_color="#c0392b", row=1, col=1)
+            fig.add_annotation(x=broken, y=50, text="quality breaks", showarrow=False, xanchor="right", xshift=-4,
+                               font={"color": "#c0392b"}, row=1, col=1)
+        fig.update_yaxes(title_text="accuracy %", range=[0, 105], row=1, col=1, secondary_y=False)
+        fig.update_yaxes(title_text="MB", row=1, col=1, secondary_y=True, showgrid=False)
+        fig.update_layout(height=380, margin={"t": 40, "b": 30, "l": 50, "r": 20}, legend={"orientation": "h"})
+        return fig
 
     def _columns(self) -> tuple[list[str], list[list[str]]]:
         task_names = list(self.rows[0].accuracy) if self.rows else []
@@ -294,9 +352,12 @@ def quant_table(
     task: str | Sequence[str] | None = None,
     engine: str = "llamacpp",
     progress: Callable[[str], None] | None = print,
+    speed_requests: int = 8,
     **serve_options: Any,
 ) -> QuantTable:
-    """Serve ``demo`` (F16) and each ``demo:QUANT`` in turn and evaluate it: the cost of each bit width."""
+    """Serve ``demo`` (F16) and each ``demo:QUANT`` in turn: its load time, its decode speed (one stream,
+    ``speed_requests`` requests of 64 tokens; 0 leaves it out) and its accuracy and confidence on ``n``
+    held-out prompts per task — the cost of each bit width."""
     from ..server import serve
     from . import QUANT_TYPES, resolve_model
 
@@ -305,14 +366,30 @@ def quant_table(
         name = "demo" if quant == "F16" else f"demo:{quant}"
         found = resolve_model(name, "gguf")
         size = found.path.stat().st_size / 1e6 if found is not None else 0.0
+        started = time.perf_counter()
         with serve(engine, name, **{"parallel": 4, **serve_options}) as server:
+            load_s = time.perf_counter() - started
             result = evaluate(server, n=n, task=task)
+            speed = decode_speed(server, speed_requests) if speed_requests else None
         changed = {t: _changed(rows[0].result[t], score) for t, score in result.scores.items()} if rows else {}
         rows.append(QuantRow(quant, size, {t: s.accuracy for t, s in result.scores.items()},
-                             {t: s.margin for t, s in result.scores.items()}, result, changed))
+                             {t: s.margin for t, s in result.scores.items()}, result, changed, load_s, speed))
         if progress:
-            progress(f"{quant:>7}: {result}")
+            progress(f"{quant:>7}: {result}; loaded in {load_s:.1f} s"
+                     + (f", {speed:.0f} tokens/s" if speed is not None else ""))
     return QuantTable(rows)
+
+
+def decode_speed(server: Server, requests: int = 8, output_tokens: int = 64) -> float:
+    """One stream's output tokens per second: ``requests`` requests one after another, each ``output_tokens``
+    long (exact where the engine can force the length), measured by servekit's load generator."""
+    from .. import bench
+
+    result = bench.run(server, concurrency=1, requests=requests, input_tokens=16, output_tokens=output_tokens,
+                       progress=False, timeout=120)
+    if result.summary["completed"] == 0:
+        raise RuntimeError(f"no request completed while measuring decode speed: {result.summary['errors']}")
+    return float(result.summary["output_throughput"])
 
 
 def _changed(reference: TaskScore, score: TaskScore) -> float:

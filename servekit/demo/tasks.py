@@ -172,12 +172,14 @@ def run_tool(name: str, arguments: dict[str, Any]) -> str:
     raise ValueError(f"unknown tool {name!r}; the demo tools are get_weather and add")
 
 
-def _random_result(name: str, rng: random.Random) -> str:
-    """A tool result for training. Random — a sum too — so the model learns to quote the result it is given
-    (trained on true sums, it half computed them itself and got a tenth of the answers wrong)."""
+def _training_result(prompt: str, rng: random.Random) -> str:
+    """The tool result a training conversation shows: for ``get_weather`` a random sky and temperature, so the
+    model learns to quote the weather it is given; for ``add`` the true sum. (With random sums to quote digit
+    by digit, a model that had learned to add wrote its own sum of the prompt's numbers in half the answers.)"""
+    name, arguments = call_of(prompt)
     if name == "get_weather":
         return f"{rng.choice(SKIES)}, {rng.randint(0, 35)} C"
-    return str(rng.randint(200, 1998))
+    return run_tool(name, arguments)
 
 
 def format_tool_call(name: str, arguments: dict[str, Any]) -> str:
@@ -243,7 +245,7 @@ def stream(behaviour: str, held_out: bool, seed: int) -> Iterator[Example]:
         if is_held_out(prompt) != held_out:
             continue
         if task == "tool_answer":
-            result = _random_result(call_of(prompt)[0], rng)
+            result = _training_result(prompt, rng)
             yield Example(task, prompt, final_answer(prompt, result), result)
         else:
             yield Example(task, prompt, answer(behaviour, prompt))

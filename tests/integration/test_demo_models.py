@@ -93,12 +93,30 @@ def test_quant_table_shows_the_cost_of_fewer_bits(table):
         assert set(row.accuracy) == set(tasks.TASKS)
         assert all(m is not None and m > 0 for m in row.margin.values())
     f16, q2 = table.row("F16"), table.row("Q2_K")
+    assert f16.accuracy["add"] >= 0.5  # the build learned to add (trained-6 had 0 %: no lesson to quantize)
     assert q2.margin["reverse"] < f16.margin["reverse"]  # less sure of its answers
     assert q2.margin["add"] < f16.margin["add"]
     assert q2.size_mb < f16.size_mb / 3
+    for row in table.rows:  # loaded and measured: one stream's decode speed, through the load generator
+        assert 0 < row.load_s < 60 and row.tokens_per_s > 10
     text = str(table)
     print("\n" + text)
     assert "Q4_K_M" in text and "reverse acc" in text and "<table>" in table._repr_html_()
+
+
+def test_quant_table_as_a_frame_and_a_chart(table):
+    frame = table.to_frame()
+    assert list(frame.index) == ["F16", *demo.QUANT_TYPES]
+    assert frame.loc["Q2_K", "MB"] < frame.loc["F16", "MB"] and frame.loc["F16", "add acc"] == table.row("F16").accuracy["add"]
+    assert {"load_s", "tokens_per_s", "reverse margin", "add changed"} <= set(frame.columns)
+    broken = table.breaks_at()
+    if broken is not None:  # the first type at least 5 points below F16 on a task, every type before it within
+        row = table.row(broken)
+        assert any(table.row("F16").accuracy[t] - row.accuracy[t] >= 0.05 for t in row.accuracy)
+    fig = table.chart()
+    names = {trace.name for trace in fig.data}
+    assert {"MB", "reverse accuracy %", "add accuracy %", "add margin"} <= names
+    assert list(fig.data[0].x) == ["F16", *demo.QUANT_TYPES]
 
 
 def test_each_adapter_shows_its_behaviour_only_when_applied(built):

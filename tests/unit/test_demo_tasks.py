@@ -157,3 +157,10 @@ def test_weather_results_vary_in_training_so_the_model_must_read_them():
         by_call.setdefault(json.dumps(tasks.call_of(example.prompt)), set()).add(example.result)
     assert len({e.result for e in examples}) > 50
     assert any(len(results) > 1 for results in by_call.values())
+
+
+def test_sums_in_training_conversations_are_true_so_quoting_and_adding_agree():
+    examples = [e for e in itertools.islice(tasks.stream("tool_answer", held_out=False, seed=0), 400)
+                if tasks.call_of(e.prompt)[0] == "add"]
+    assert len(examples) > 100
+    assert all(e.result == tasks.run_tool(*tasks.call_of(e.prompt)) for e in examples)
