@@ -15,6 +15,7 @@ from __future__ import annotations
 import atexit
 import logging
 import os
+import shlex
 import signal
 import socket
 import subprocess
@@ -111,6 +112,32 @@ class Server:
     log_path = property(lambda self: Path(self.record.log_path))
     exit_code = property(lambda self: self.record.exit_code,
                          doc="How a crashed engine ended: >= 0 its exit code, < 0 minus the signal; else None.")
+    command = property(lambda self: list(self.record.command),
+                       doc="The engine's command line as servekit ran it (the API key is never on it).")
+
+    def command_text(self) -> str:
+        """:attr:`command` for people: quoted as a shell needs it, with an inline ``python -c`` launcher that
+        servekit puts in front of an engine's own arguments shown as ``-c '…'``."""
+        parts = []
+        for i, arg in enumerate(self.command):
+            inline_code = i > 0 and self.command[i - 1] == "-c" and ("\n" in arg or ";" in arg)
+            parts.append("'…'" if inline_code else shlex.quote(arg))
+        return " ".join(parts)
+
+    def memory_mb(self) -> float:
+        """Memory the engine's processes hold now, in MB: the sum of their PSS (each shared page split among
+        the processes that map it, so vLLM's and SGLang's worker processes are not counted twice) where the
+        system reports it, else of their RSS. 0.0 when nothing runs (or for an attached server)."""
+        total = 0
+        for proc in procs.members_of(self.record) if not self.attached else []:
+            try:
+                try:
+                    total += proc.memory_full_info().pss
+                except (AttributeError, psutil.AccessDenied):
+                    total += proc.memory_info().rss
+            except psutil.Error:
+                continue  # it ended meanwhile
+        return total / 1e6
 
     @property
     def owned(self) -> bool:

@@ -52,7 +52,7 @@ def run(server: Any, concurrency: int | None = None, rate: float | None = None, 
         warmup: int = 0, seed: int = 0, slos: Mapping[str, float] | None = None,
         timeout: float = DEFAULT_TIMEOUT_S, max_time: float | None = None, progress: bool = True,
         on_progress: ProgressCallback | Sequence[ProgressCallback] | None = None, label: str | None = None,
-        ) -> BenchResult:
+        adapter: str | None = None) -> BenchResult:
     """Put load on ``server`` and measure every request.
 
     Load: ``concurrency`` alone (closed loop; default 1), ``rate`` (open loop, requests/s; ``math.inf``
@@ -65,6 +65,7 @@ def run(server: Any, concurrency: int | None = None, rate: float | None = None, 
     file of chat conversations, OpenAI or ShareGPT style); ``workload="demo"`` (the demo tasks' prompts,
     or ``"demo:add"``); or any :class:`Workload`. ``api``: ``"completions"`` or ``"chat"``.
 
+    ``adapter``: every request applies this LoRA adapter of the server (``server.lora_request_options``).
     ``slos`` (ms, e.g. ``{"ttft": 500, "tpot": 50}``) adds goodput. ``timeout`` bounds each request,
     ``max_time`` the whole run. ``on_progress`` callbacks get a :class:`BenchProgress` snapshot every
     0.25 s in this thread (a live chart subscribes here); ``progress=True`` shows a progress bar.
@@ -72,7 +73,7 @@ def run(server: Any, concurrency: int | None = None, rate: float | None = None, 
     shape = make_shape(concurrency, rate, requests, duration, burstiness, warmup, seed)
     chosen = _workload(workload, input_tokens, output_tokens, prompts, dataset, api, seed)
     _check_timeouts(timeout, max_time)
-    target = target_of(server, label)
+    target = target_of(server, label, adapter)
     _raise_open_files_limit(shape.users if not shape.open_loop else (shape.concurrency or 1024))
     load_run = LoadRun(target, chosen, shape, timeout=float(timeout), max_time=max_time,
                        give_up_after=max(8, shape.users if shape.concurrency else 8))

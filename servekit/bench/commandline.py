@@ -28,6 +28,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     work.add_argument("--dataset", help="JSONL/JSON file of chat conversations (OpenAI or ShareGPT)")
     work.add_argument("--workload", help="'demo' or 'demo:TASK' for the demo tasks' prompts")
     work.add_argument("--api", choices=("completions", "chat"), help="endpoint (default: completions for synthetic)")
+    work.add_argument("--adapter", help="apply this LoRA adapter of the server to every request")
     out = parser.add_argument_group("results")
     out.add_argument("--slo", action="append", default=[], metavar="NAME=MS",
                      help="goodput SLO: ttft=500, tpot=50, e2el=2000 (repeatable)")
@@ -90,7 +91,7 @@ def plan(args: argparse.Namespace, servers: list[Any]) -> Plan:
         "requests": args.requests, "duration": args.duration, "warmup": args.warmup, "burstiness": args.burstiness,
         "input_tokens": args.input_tokens, "output_tokens": args.output_tokens, "dataset": args.dataset,
         "workload": args.workload, "api": args.api, "slos": slos_of(args.slo), "timeout": args.timeout,
-        "max_time": args.max_time, "seed": args.seed, "progress": not args.no_progress,
+        "max_time": args.max_time, "seed": args.seed, "progress": not args.no_progress, "adapter": args.adapter,
     }
     options = {k: v for k, v in options.items() if v is not None}
     levels = {"rates": rates} if rates else {"concurrency": concurrency or [1]}

@@ -229,6 +229,7 @@ class LoadRun:
         if prompt.max_tokens:
             body["max_tokens"] = prompt.max_tokens
         body.update(self.target.engine.body(prompt.max_tokens, self._exact and bool(prompt.max_tokens)))
+        body.update(self.target.extra_body)
         body.update(prompt.extra)
         return body
 

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from ..engines.base import EngineBase, Request
@@ -37,6 +37,7 @@ class Target:
     endpoint: _http.Endpoint
     api_prefix: str  # path of the OpenAI base URL below the root, normally "/v1"
     no_tokenizer: bool = False  # the tokenizer endpoint answered 404 (e.g. a proxy that forwards /v1 only)
+    extra_body: Mapping[str, Any] = field(default_factory=dict)  # sent with every request (a LoRA adapter's)
 
     def api_path(self, api: str) -> str:
         return self.api_prefix + ("/chat/completions" if api == "chat" else "/completions")
@@ -56,8 +57,9 @@ class Target:
         return int(self.engine.tokenize_count(payload))
 
 
-def target_of(server: Any, label: str | None = None) -> Target:
-    """A :class:`Target` for ``server``; raises InvalidBenchmark naming what is missing."""
+def target_of(server: Any, label: str | None = None, adapter: str | None = None) -> Target:
+    """A :class:`Target` for ``server`` (its LoRA ``adapter`` applied to every request, if given); raises
+    InvalidBenchmark naming what is missing."""
     missing = [a for a in ("url", "model") if not getattr(server, a, None)]
     if missing:
         raise InvalidBenchmark(
@@ -74,11 +76,27 @@ def target_of(server: Any, label: str | None = None) -> Target:
         raise InvalidBenchmark(f"Cannot load {url!r}: {exc}; the load generator speaks http:// and https://.") from None
     headers_of = getattr(server, "headers", None)
     headers = dict(headers_of() if callable(headers_of) else headers_of or {})
+    model, extra_body = str(server.model), {}
+    if adapter is not None:
+        options = _adapter_options(server, adapter)
+        model, extra_body = str(options["model"]), dict(options.get("extra_body") or {})
+    name = str(getattr(server, "name", None) or server.model)
     return Target(
-        label=label or str(getattr(server, "name", None) or server.model),
-        url=url, model=str(server.model), headers=headers, engine=EngineHooks(_engine_of(server)),
-        endpoint=endpoint, api_prefix=base_url[len(url):],
+        label=label or (f"{name}+{adapter}" if adapter else name),
+        url=url, model=model, headers=headers, engine=EngineHooks(_engine_of(server)),
+        endpoint=endpoint, api_prefix=base_url[len(url):], extra_body=extra_body,
     )
+
+
+def _adapter_options(server: Any, adapter: str) -> Mapping[str, Any]:
+    """``model`` and ``extra_body`` that apply ``adapter`` (the server's own method says how, per engine)."""
+    options_of = getattr(server, "lora_request_options", None)
+    if options_of is None:
+        raise InvalidBenchmark(f"{server!r} cannot apply LoRA adapters (it has no lora_request_options()).")
+    try:
+        return options_of(adapter)
+    except ValueError as exc:
+        raise InvalidBenchmark(str(exc)) from None
 
 
 def _engine_of(server: Any) -> Any:

@@ -56,6 +56,7 @@ class Lab:
     token: str
     process: subprocess.Popen[bytes]
     log: Path
+    root: Path  # the notebooks' folder
 
     def api(self, path: str, method: str = "GET") -> object:
         request = urllib.request.Request(f"{self.base}{path}?token={self.token}", method=method)
@@ -93,7 +94,7 @@ def lab(tmp_path: Path) -> Iterator[Lab]:
              f"--ServerApp.port={port}", "--ServerApp.port_retries=0", f"--IdentityProvider.token={token}",
              f"--ServerApp.root_dir={root}", "--ServerApp.allow_root=True"],
             stdout=out, stderr=subprocess.STDOUT, env=env, cwd=root)
-    server = Lab(f"http://127.0.0.1:{port}", token, process, log)
+    server = Lab(f"http://127.0.0.1:{port}", token, process, log, root)
     try:
         _wait_until_up(server)
         yield server
@@ -189,8 +190,8 @@ def test_dashboard_in_jupyterlab(lab: Lab) -> None:
     assert not problems, problems
 
 
-def _run_notebook(page, lab: Lab) -> None:  # noqa: ANN001 - playwright's Page
-    page.goto(f"{lab.base}/lab/tree/dashboard.ipynb?token={lab.token}")
+def _run_notebook(page, lab: Lab, name: str = "dashboard.ipynb") -> None:  # noqa: ANN001 - playwright's Page
+    page.goto(f"{lab.base}/lab/tree/{name}?token={lab.token}")
     page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=180_000)
     page.wait_for_timeout(2000)  # a kernel chooser, if any, opens now
     if page.locator(".jp-Dialog").count():  # a kernel chooser: take the default (this Python)
@@ -222,9 +223,10 @@ def _wait_for_chart(page, timeout_s: float) -> dict[str, float]:  # noqa: ANN001
     raise AssertionError(f"the chart did not gain points with data: {seen}")
 
 
-def _wait_for_bench(page, timeout_s: float) -> dict[str, int]:  # noqa: ANN001
-    """Points of the %bench chart while its cell still runs ([*]), then once the sweep's plot is shown."""
-    bench_cell = page.locator(".jp-Notebook .jp-Cell").last
+def _wait_for_bench(page, timeout_s: float, bench_cell=None) -> dict[str, int]:  # noqa: ANN001
+    """Points of the %bench chart while its cell (default: the last) still runs ([*]), then once the sweep's
+    plot is shown."""
+    bench_cell = bench_cell or page.locator(".jp-Notebook .jp-Cell").last
     deadline = time.monotonic() + timeout_s
     while_running = 0
     seen: list[tuple[str, int]] = []
@@ -239,3 +241,30 @@ def _wait_for_bench(page, timeout_s: float) -> dict[str, int]:  # noqa: ANN001
         page.wait_for_timeout(500)
     raise AssertionError(f"%bench did not end with its plot within {timeout_s:.0f} s "
                          f"(chart points while running: {while_running}; prompt and points seen: {seen[-30:]})")
+
+
+def test_concurrency_notebook_charts_its_sweep_live_in_jupyterlab(lab: Lab) -> None:
+    """The concurrency lesson as a student opens it: its %bench sweep's chart gains points while the cell runs."""
+    if not CHROMIUM.exists():
+        pytest.skip("Debian's chromium is not installed (apt-get install chromium; .ci/run does it)")
+    sync_playwright = pytest.importorskip("playwright.sync_api").sync_playwright
+    name = "05-concurrency.ipynb"
+    shutil.copy(HERE.parents[1] / "notebooks" / name, lab.root / name)
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_FLAGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1300})
+        try:
+            _run_notebook(page, lab, name)
+            cell = page.locator(".jp-Notebook .jp-CodeCell", has_text="%bench batching").first
+            cell.wait_for(timeout=120_000)
+            points = _wait_for_bench(page, 300, cell)
+            cell.scroll_into_view_if_needed()
+            page.screenshot(path=str(ARTIFACTS / "browser-concurrency.png"), full_page=True)
+        except Exception:
+            page.screenshot(path=str(ARTIFACTS / "browser-concurrency-failure.png"), full_page=True)
+            raise
+        finally:
+            browser.close()
+    print("\nconcurrency notebook, bench chart points (prompt, points):", points)
+    assert points["while_running"] >= 2 and points["at_end"] >= 4, points  # 4 levels, one point a second

@@ -49,8 +49,13 @@ def test_chat_streaming_and_clean_stop():
         log = server.logs(500)
         assert "# servekit: " in log.splitlines()[0]  # servekit's header line …
         assert "listening on" in log and "llama" in log  # … then llama-server's own output
+        assert server.command and str(server.port) in server.command and server.api_key not in server.command
+        assert server.command_text().startswith(server.command[0]) and f"--port {server.port}" in server.command_text()
+        held = server.memory_mb()
+        assert 1 < held < psutil.virtual_memory().total / 1e6  # the engine's own memory, in MB
     finally:
         server.stop()
+    assert server.memory_mb() == 0.0  # nothing left to hold any
     assert servekit.server.port_is_free("127.0.0.1", server.port)
     assert server_processes_gone(server.pid)
     assert all(server_processes_gone(c.pid) for c in children)

@@ -501,3 +501,31 @@ def test_chunks_parse_the_same_with_orjson_and_with_json_including_what_orjson_r
     assert math.isnan(runner._parse(b'{"x": NaN}')["x"])  # orjson refuses NaN; the json module reads it
     monkeypatch.setattr(runner, "_fast_loads", None)
     assert runner._parse(chunk) == json.loads(chunk)
+
+
+def test_an_adapter_applies_to_every_request_as_the_server_says():
+    from servekit.bench.target import target_of
+
+    class WithAdapters:
+        url, base_url, model, name, engine = "http://127.0.0.1:9", "http://127.0.0.1:9/v1", "base", "s", "llamacpp"
+
+        def headers(self):
+            return {}
+
+        def lora_request_options(self, adapter):
+            if adapter != "next":
+                raise ValueError(f"the server has no adapter {adapter!r} (it has: next)")
+            return {"model": "base", "extra_body": {"lora": [{"id": 0, "scale": 1.0}]}}
+
+    target = target_of(WithAdapters(), adapter="next")
+    assert target.extra_body == {"lora": [{"id": 0, "scale": 1.0}]} and target.label == "s+next"
+    assert target_of(WithAdapters()).extra_body == {}
+    with pytest.raises(InvalidBenchmark, match="no adapter 'opposite'"):
+        target_of(WithAdapters(), adapter="opposite")
+
+
+def test_bench_line_takes_an_adapter():
+    from servekit.bench import commandline
+
+    args = commandline.parse_line("quick --concurrency 2 --adapter next")
+    assert commandline.plan(args, [object()]).options["adapter"] == "next"
