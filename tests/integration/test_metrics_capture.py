@@ -245,7 +245,10 @@ def test_recorder_follows_the_live_server(server):
     assert 0.8 <= statistics.median(gaps) <= 1.3 and max(gaps) < 1.0 + 5.0 + 0.5, gaps
     during = [r for r, t in zip(rows, ticks) if loaded_from + 1.5 <= t <= loaded_until - 0.5]
     assert during, "no row while requests ran"
-    assert all(r["generation_tokens_per_s"] > 0 for r in during), [r["generation_tokens_per_s"] for r in during]
+    # Tokens flow in every row but at most one: on 2 cores vLLM's counter once stood still for a whole second
+    # under load (CI: 1374, 0, 1422, 1014, 1101, 1238 tokens/s) while its engine stepped and its API server waited.
+    rates = [r["generation_tokens_per_s"] for r in during]
+    assert sum(rate > 0 for rate in rates) >= max(1, len(rates) - 1), rates
     assert max(r["requests_running"] for r in during) == CONCURRENCY
     assert rows[0]["requests_running"] == 0 and rows[-1]["requests_running"] == 0
     assert rows[-1]["generation_tokens_total"] > rows[0]["generation_tokens_total"]
