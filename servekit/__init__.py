@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 __all__ = [
-    "ServeSpec", "Server", "attach", "bench", "demo", "get_engine", "get_server", "load_ipython_extension", "running", "serve",
+    "ServeSpec", "Server", "attach", "bench", "demo", "doctor", "get_engine", "get_server", "load_ipython_extension", "running", "serve",
     "stop_all",
 ]
 
@@ -27,7 +27,7 @@ _LAZY = {
 }
 
 if TYPE_CHECKING:
-    from . import bench, demo
+    from . import bench, demo, doctor
     from .engines import get_engine
     from .server import Server, attach, get_server, running, serve, stop_all
     from .spec import ServeSpec
@@ -36,7 +36,7 @@ if TYPE_CHECKING:
 def __getattr__(name: str) -> Any:
     import importlib
 
-    if name in ("demo", "bench"):
+    if name in ("demo", "bench", "doctor"):
         return importlib.import_module(f"servekit.{name}")
     if name in _LAZY:
         return getattr(importlib.import_module(_LAZY[name]), name)

@@ -100,6 +100,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_bench_arguments(p)
 
+    p = sub.add_parser("doctor", help="what servekit finds here: Python, engines, GPUs, cache sizes, paths, links")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+
     p = sub.add_parser("demo", help="the offline demo model: `build` it, or `run` a one-reply demo (default)")
     p.add_argument("action", nargs="?", default="run", choices=("run", "build"))
     p.add_argument("--force", action="store_true", help="build: train the demo model here from scratch (not the shipped one) and compare it with the shipped build")
@@ -322,6 +325,14 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from . import doctor
+
+    found = doctor.report()
+    print(json.dumps(found.to_dict(), indent=2) if args.json else found)
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     if args.action == "build":
         from . import demo
@@ -362,7 +373,7 @@ def run_demo(engine_name: str, model: str, prompt: str | None) -> int:
 
 
 COMMANDS = {"serve": cmd_serve, "ps": cmd_ps, "stop": cmd_stop, "logs": cmd_logs, "key": cmd_key,
-            "install": cmd_install, "check": cmd_check, "bench": cmd_bench, "demo": cmd_demo}
+            "install": cmd_install, "check": cmd_check, "bench": cmd_bench, "demo": cmd_demo, "doctor": cmd_doctor}
 
 if __name__ == "__main__":
     sys.exit(main())

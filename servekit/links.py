@@ -76,6 +76,25 @@ def where() -> Where:
     return Where("local", "links to this machine")
 
 
+def link_template() -> str:
+    """The shape of this process's links, ``{port}`` standing for the port (``servekit doctor`` shows it)."""
+    kind = where().kind
+    if kind == "override":
+        return os.environ[ENV_TEMPLATE]
+    if kind == "colab":
+        return "Colab's port proxy: https://…-{port}-….colab.dev/ (asked from the browser, once per port)"
+    return _base_for_template(kind)
+
+
+def _base_for_template(kind: str) -> str:
+    if kind == "jupyterhub":
+        origin = next((os.environ[name].rstrip("/") for name in HUB_ORIGINS if os.environ.get(name)), "")
+        return origin + _slash(os.environ[HUB_PREFIX]) + "proxy/{port}/"
+    if kind == "jupyter-server":
+        return _slash(jupyter_base_url() or "/") + "proxy/{port}/"
+    return f"http://{LOCAL_HOST}:{{port}}/"
+
+
 def _base(port: int, host: str) -> str:
     kind = where().kind
     if kind == "override":
@@ -84,11 +103,8 @@ def _base(port: int, host: str) -> str:
         found = colab_proxy_url(port)
         if found:
             return found
-    if kind == "jupyterhub":
-        origin = next((os.environ[name].rstrip("/") for name in HUB_ORIGINS if os.environ.get(name)), "")
-        return origin + _slash(os.environ[HUB_PREFIX]) + f"proxy/{port}/"
-    if kind == "jupyter-server":
-        return _slash(jupyter_base_url() or "/") + f"proxy/{port}/"
+    if kind in ("jupyterhub", "jupyter-server"):
+        return _base_for_template(kind).replace("{port}", str(port))
     return f"http://{_bracket(host)}:{port}/"
 
 
@@ -179,5 +195,5 @@ def _server_base_url(pids: tuple[int, ...]) -> str | None:
     return None
 
 
-__all__ = ["ENV_TEMPLATE", "Where", "colab_proxy_url", "jupyter_base_url", "public_link", "public_url",
-           "server_url", "where"]
+__all__ = ["ENV_TEMPLATE", "Where", "colab_proxy_url", "jupyter_base_url", "link_template", "public_link",
+           "public_url", "server_url", "where"]

@@ -20,11 +20,11 @@ from typing import Any
 from .. import sources
 from ..envs import create_env, env_python
 from ..errors import EngineNotInstalled, InvalidSpec, ModelNotFound
+from ..gpus import has_gpu
 from ..sources import ModelFiles
 from ..spec import ServeSpec
 from .base import Availability, EngineBase, LoraInfo, Progress, Request
 
-GPU_DEVICE_NODES = ("/dev/nvidia0", "/dev/kfd")
 MIN_PYTHON = (3, 11)
 
 _VERSION_CODE = (
@@ -57,8 +57,8 @@ def installed_here(package: str) -> bool:
 
 
 def has_gpu_device() -> bool:
-    """True when an NVIDIA or AMD GPU device node exists (cheap; no torch import)."""
-    return any(os.path.exists(node) for node in GPU_DEVICE_NODES)
+    """True when this machine has a GPU (NVML, else the device nodes; no torch import)."""
+    return has_gpu()
 
 
 @cache

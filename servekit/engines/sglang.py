@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..envs import cpu_torch_requirements
 from ..errors import EngineNotInstalled, InvalidSpec
+from ..gpus import gpus
 from ..spec import ServeSpec
 from ._pyenv import PythonEnvEngine, check_hf_model, last_lines, named_hf_model, settings_report
 from ._usage_stream import UsageStreamBench
@@ -169,6 +170,9 @@ class SglangEngine(UsageStreamBench, PythonEnvEngine):
                 "SGLang runs in servekit's CPU mode: torch-native path (--device cpu) with an import shim for "
                 "sgl_kernel/torchvision; speculative decoding and LoRA are unavailable."
             )
+        elif spec.dtype is None and any(gpu.bfloat16 is False for gpu in gpus()):
+            log.warning("servekit: %s", _NO_BF16_HALF)
+            spec = spec.replace(dtype="float16")
         return spec
 
     def _refuse_on_cpu(self, spec: ServeSpec) -> None:
@@ -370,6 +374,12 @@ def check_many(arg_lists: Sequence[Sequence[str]], python: Path, timeout: float 
 def _check_results(stdout: str) -> list[dict[str, Any]]:
     prefix = "SERVEKIT_RESULT "
     return [json.loads(line.removeprefix(prefix)) for line in stdout.splitlines() if line.startswith(prefix)]
+
+
+_NO_BF16_HALF = (
+    "this GPU has no bfloat16 (compute capability < 8.0, e.g. a T4): serving in float16 (dtype='float16'); "
+    "SGLang would keep a bfloat16 model's dtype and fail in its kernels. Pass dtype= to choose yourself."
+)
 
 
 def resolve_model(spec: ServeSpec, prepare: bool = True) -> ServeSpec:
