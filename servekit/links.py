@@ -82,7 +82,7 @@ def link_template() -> str:
     if kind == "override":
         return os.environ[ENV_TEMPLATE]
     if kind == "colab":
-        return "Colab's port proxy: https://…-{port}-….colab.dev/ (asked from the browser, once per port)"
+        return "Colab's port proxy: https://…-{port}-colab.googleusercontent.com/ (asked from the browser per port)"
     return _base_for_template(kind)
 
 

@@ -775,7 +775,8 @@ class ChatPanel(W.VBox):
         self.replies: list[tuple[str, ReplyStats]] = []
         self._system = W.Textarea(value=system, placeholder="System prompt (optional)", rows=2,
                                   layout=W.Layout(width="100%"))
-        self._temperature = W.FloatSlider(value=temperature, min=0.0, max=2.0, step=0.05, description="temperature")
+        self._temperature = W.FloatSlider(value=temperature, min=0.0, max=2.0, step=0.05, description="temperature",
+                                          style={"description_width": "initial"})
         self._max_tokens = W.BoundedIntText(value=max_tokens, min=1, max=1_000_000, description="max tokens",
                                             layout=W.Layout(width="14em"))
         self._adapter = W.Dropdown(options=[self.BASE], value=self.BASE, description="LoRA", disabled=True,
@@ -849,10 +850,12 @@ class ChatPanel(W.VBox):
 
     def _reply(self, reply: W.HTML, stats_box: W.HTML, adapter: str | None) -> None:
         stats, parts, shown = ReplyStats(), [], 0.0
-        started = time.perf_counter()
         first = last = None
+        started = time.perf_counter()
         try:
-            stream = self.server.client().chat.completions.create(**self._request(adapter))
+            client = self.server.client()  # made (and openai imported) before the clock starts: TTFT is the server's
+            started = time.perf_counter()
+            stream = client.chat.completions.create(**self._request(adapter))
             with stream:
                 for chunk in stream:
                     if self._cancel.is_set():

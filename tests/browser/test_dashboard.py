@@ -191,11 +191,7 @@ def test_dashboard_in_jupyterlab(lab: Lab) -> None:
 
 
 def _run_notebook(page, lab: Lab, name: str = "dashboard.ipynb") -> None:  # noqa: ANN001 - playwright's Page
-    page.goto(f"{lab.base}/lab/tree/{name}?token={lab.token}")
-    page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=180_000)
-    page.wait_for_timeout(2000)  # a kernel chooser, if any, opens now
-    if page.locator(".jp-Dialog").count():  # a kernel chooser: take the default (this Python)
-        page.locator(".jp-Dialog button.jp-mod-accept").first.click()
+    _open_notebook(page, lab, name)
     page.locator(".lm-MenuBar-itemLabel", has_text="Run").first.click()
     page.locator(".lm-Menu-itemLabel", has_text="Run All Cells").first.click()
 
@@ -268,3 +264,85 @@ def test_concurrency_notebook_charts_its_sweep_live_in_jupyterlab(lab: Lab) -> N
             browser.close()
     print("\nconcurrency notebook, bench chart points (prompt, points):", points)
     assert points["while_running"] >= 2 and points["at_end"] >= 4, points  # 4 levels, one point a second
+
+
+def test_launcher_starts_a_server_and_the_chat_panel_streams_a_reply(lab: Lab) -> None:
+    """A person's path without code: the Launcher starts llama.cpp with the demo model, the ChatPanel streams a
+    reply and shows its TTFT, the server answers through jupyter-server-proxy, and the panel's Stop stops it."""
+    if not CHROMIUM.exists():
+        pytest.skip("Debian's chromium is not installed (apt-get install chromium; .ci/run does it)")
+    sync_playwright = pytest.importorskip("playwright.sync_api").sync_playwright
+    from servekit.demo import resolve_model
+
+    resolve_model("demo", "gguf")
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_FLAGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1300})
+        try:
+            _open_notebook(page, lab, "launcher.ipynb")
+            _run_cell(page, 0)
+            launcher = page.locator(".servekit-launcher").first
+            launcher.wait_for(timeout=120_000)
+            engine = launcher.locator("button", has_text="llama-server").first
+            _wait_until(page, lambda: engine.is_enabled() and "info" in (engine.get_attribute("class") or ""), 120,
+                        "the Launcher did not find llama.cpp installed and choose it")
+            model = launcher.locator("input").first
+            _wait_until(page, lambda: model.input_value() == "demo", 60, "the model field did not offer 'demo'")
+            launcher.locator("button", has_text="Start").first.click()
+            message = launcher.locator(".servekit-launcher-message").first
+            _wait_for_text(page, message, "is ready", 120)
+            _wait_for_text(page, launcher.locator(".servekit-panel .servekit-state").first, "ready", 30)
+            launcher.screenshot(path=str(ARTIFACTS / "browser-launcher.png"))
+            (server,) = servekit.running()
+            proxied = urllib.request.urlopen(f"{lab.base}/proxy/{server.port}/health?token={lab.token}", timeout=10)
+            assert proxied.status == 200 and json.loads(proxied.read()).get("status") == "ok"
+
+            _run_cell(page, 1)
+            chat = page.locator(".servekit-chat").first
+            chat.wait_for(timeout=60_000)
+            chat.locator("textarea").nth(1).fill("reverse: cold dark night")
+            chat.locator("button", has_text="Send").first.click()
+            stats = chat.locator(".servekit-chat-stats").first
+            _wait_for_text(page, stats, "TTFT", 60)
+            reply = chat.inner_text()
+            chat.screenshot(path=str(ARTIFACTS / "browser-chat.png"))
+
+            launcher.locator(".servekit-panel .servekit-stop").first.click()
+            _wait_for_text(page, launcher.locator(".servekit-panel .servekit-state").first, "stopped", 60)
+        except Exception:
+            page.screenshot(path=str(ARTIFACTS / "browser-launcher-failure.png"), full_page=True)
+            raise
+        finally:
+            browser.close()
+    assert "night dark cold" in reply, reply
+    assert "tokens/s" in stats_text(reply) and "completion tokens" in reply, reply
+    assert servekit.running() == [], "Stop left the server listed"
+
+
+def stats_text(chat_text: str) -> str:
+    return next((line for line in chat_text.splitlines() if "TTFT" in line), "")
+
+
+def _open_notebook(page, lab: Lab, name: str) -> None:  # noqa: ANN001 - playwright's Page
+    page.goto(f"{lab.base}/lab/tree/{name}?token={lab.token}")
+    page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=180_000)
+    page.wait_for_timeout(2000)  # a kernel chooser, if any, opens now
+    if page.locator(".jp-Dialog").count():  # a kernel chooser: take the default (this Python)
+        page.locator(".jp-Dialog button.jp-mod-accept").first.click()
+
+
+def _run_cell(page, index: int) -> None:  # noqa: ANN001
+    """Run the notebook's ``index``-th code cell as a person does: click into it, Shift+Enter."""
+    cell = page.locator(".jp-Notebook .jp-CodeCell").nth(index)
+    cell.locator(".jp-InputArea-editor").click()
+    page.keyboard.press("Shift+Enter")
+
+
+def _wait_until(page, check, timeout_s: float, why: str) -> None:  # noqa: ANN001
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if check():
+            return
+        page.wait_for_timeout(250)
+    raise AssertionError(why)
