@@ -5,6 +5,7 @@ Model names (for ``serve()``, ``%serve`` and the CLI):
 * ``demo`` — a tiny Llama trained here on two tasks and a tool call (F16 GGUF for llama.cpp, a HF folder for
   vLLM/SGLang);
 * ``demo:Q4_K_M`` — the same model quantized by llama.cpp's quantizer (no ``llama-quantize`` binary needed) (Q8_0, Q6_K, Q5_K_M, Q4_K_M, Q4_0, Q3_K_M, Q2_K);
+* ``demo:W8A8`` — for vLLM: int8 weights and activations in the compressed-tensors format (made in a second);
 * ``demo+lora-opposite``, ``demo+lora-next`` (or ``demo+loras`` for both) — with LoRA adapters loaded;
   a request applies one by naming it (:func:`evaluate` does that for you);
 * ``demo-tiny`` — random weights, written in under a second: it proves a server starts, nothing more.
@@ -26,12 +27,15 @@ from ..sources import ModelFiles
 from .tasks import ADAPTERS, TASKS, TOOL_TASKS
 
 QUANT_TYPES: tuple[str, ...] = ("Q8_0", "Q6_K", "Q5_K_M", "Q4_K_M", "Q4_0", "Q3_K_M", "Q2_K")
+# Quantized Hugging Face folders, for vLLM: int8 weights and activations (compressed-tensors), which vLLM's CPU
+# build runs with its int8 kernels.
+HF_QUANT_TYPES: tuple[str, ...] = ("W8A8",)
 
 from .builder import Artefacts, BuildReport, artefacts, build
 from .scoring import EvalResult, QuantTable, ToolChat, chat_with_tools, evaluate, quant_table
 
 __all__ = [
-    "ADAPTERS", "QUANT_TYPES", "TASKS", "TOOL_TASKS", "Artefacts", "BuildReport", "DemoModel", "EvalResult",
+    "ADAPTERS", "HF_QUANT_TYPES", "QUANT_TYPES", "TASKS", "TOOL_TASKS", "Artefacts", "BuildReport", "DemoModel", "EvalResult",
     "QuantTable", "ToolChat", "artefacts", "build", "chat_with_tools", "evaluate", "is_demo_name", "parse_name",
     "quant_table", "resolve_model", "tiny_gguf",
 ]
@@ -61,9 +65,10 @@ def parse_name(model: str) -> DemoName:
     base, *extras = model.split("+")
     stem, colon, quant = base.partition(":")
     quant = quant if colon else "F16"
-    if stem != "demo" or (quant != "F16" and quant not in QUANT_TYPES):
+    if stem != "demo" or (quant != "F16" and quant not in QUANT_TYPES + HF_QUANT_TYPES):
         raise ModelNotFound(f"Unknown demo model {model!r}: use demo, demo:QUANT with QUANT one of "
-                            f"{', '.join(QUANT_TYPES)}, demo+lora-NAME (NAME: {', '.join(ADAPTERS)}), or demo-tiny.")
+                            f"{', '.join(QUANT_TYPES)} (llama.cpp) or {', '.join(HF_QUANT_TYPES)} (vLLM), "
+                            f"demo+lora-NAME (NAME: {', '.join(ADAPTERS)}), or demo-tiny.")
     adapters: list[str] = []
     for extra in extras:
         names = list(ADAPTERS) if extra == "loras" else [extra.removeprefix("lora-")]
@@ -98,10 +103,20 @@ def resolve_model(model: str, fmt: str, *, prepare: bool = True) -> DemoModel | 
         if fmt != "gguf":
             raise ModelNotFound("demo-tiny exists only as a GGUF file (llama.cpp); serve `demo` with vLLM or SGLang.")
         return DemoModel(path=tiny_gguf(), served_name=model)
-    if fmt == "hf" and name.quant != "F16":
-        raise ModelNotFound(f"{model!r} is a GGUF quantization for llama.cpp; vLLM and SGLang serve `demo` "
-                            "(the HF folder) and quantize it with their own `quantization=` option.")
+    if fmt == "hf" and name.quant in QUANT_TYPES:
+        raise ModelNotFound(f"{model!r} is a GGUF quantization for llama.cpp; vLLM serves `demo` (the HF folder) "
+                            f"and `demo:{HF_QUANT_TYPES[0]}` (int8 weights and activations).")
+    if fmt == "gguf" and name.quant in HF_QUANT_TYPES:
+        raise ModelNotFound(f"{model!r} is the demo model in vLLM's compressed-tensors int8 format (a Hugging Face "
+                            "folder): serve it with vllm. llama.cpp's 8-bit form is demo:Q8_0.")
     art = artefacts()
+    if name.quant in HF_QUANT_TYPES:
+        from .builder import hf_quantized
+
+        path = hf_quantized(name.quant) if prepare else art.hf_quant_dir(name.quant)
+        return DemoModel(path=path, served_name=model, ready=path.is_dir(),
+                         loras=tuple((a, str(art.lora_dir(a))) for a in name.adapters))
+
     ready = art.has_gguf() if fmt == "gguf" else art.has_hf()
     if not ready and prepare:
         build(gguf=fmt == "gguf")

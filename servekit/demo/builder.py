@@ -75,6 +75,10 @@ class Artefacts:
         """The model as GGUF: ``F16`` or one of :data:`QUANT_TYPES`."""
         return self.gguf_dir / f"demo-{quant}.gguf"
 
+    def hf_quant_dir(self, quant: str) -> Path:
+        """The Hugging Face folder of a quantized form for vLLM (``W8A8``), made from :attr:`hf_dir` on first use."""
+        return self.root / f"hf-{quant}"
+
     def lora_dir(self, name: str) -> Path:
         """The PEFT folder of adapter ``name`` (vLLM, SGLang)."""
         return self.root / "lora" / name
@@ -218,6 +222,8 @@ def build(progress: Progress | None = None, force: bool = False, gguf: bool | No
         if force:
             for marker in (art.hf_marker, art.gguf_marker):
                 marker.unlink(missing_ok=True)
+            for quantized in art.root.glob("hf-*"):  # made from the old HF folder
+                shutil.rmtree(quantized, ignore_errors=True)
         source = None if force else shipped()
         if not art.has_hf() and source is not None:
             _install_shipped_hf(art, source, display)
@@ -235,6 +241,25 @@ def build(progress: Progress | None = None, force: bool = False, gguf: bool | No
     for line in report.lines():
         display.message(line)
     return report
+
+
+def hf_quantized(quant: str, progress: Progress | None = None) -> Path:
+    """The HF folder of ``demo:QUANT`` for vLLM (``W8A8``): made from the demo model's HF folder in about a
+    second the first time (the HF folder is built or copied first if needed)."""
+    from .w8a8 import make_w8a8
+
+    art = artefacts()
+    target = art.hf_quant_dir(quant)
+    if target.is_dir():
+        return target
+    if not art.has_hf():
+        build(progress=progress, gguf=False)
+    display = Display(progress)
+    with _build_lock(art, display):
+        if not target.is_dir():
+            display.message(f"making demo:{quant} (int8 weights per channel, int8 activations per token) …")
+            make_w8a8(art.hf_dir, target)
+    return target
 
 
 @contextmanager

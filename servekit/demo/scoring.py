@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import tasks
@@ -357,15 +358,21 @@ def quant_table(
 ) -> QuantTable:
     """Serve ``demo`` (F16) and each ``demo:QUANT`` in turn: its load time, its decode speed (one stream,
     ``speed_requests`` requests of 64 tokens; 0 leaves it out) and its accuracy and confidence on ``n``
-    held-out prompts per task — the cost of each bit width."""
-    from ..server import serve
-    from . import QUANT_TYPES, resolve_model
+    held-out prompts per task — the cost of each bit width.
 
+    ``quants`` default to the engine's: the GGUF ladder for llama.cpp, ``W8A8`` for vLLM (whose first row,
+    ``unquantized``, is the HF folder served in vLLM's default dtype)."""
+    from ..engines import get_engine
+    from ..server import serve
+    from . import HF_QUANT_TYPES, QUANT_TYPES, resolve_model
+
+    fmt = get_engine(engine).model_format
     rows: list[QuantRow] = []
-    for quant in ["F16", *QUANT_TYPES] if quants is None else list(quants):
-        name = "demo" if quant == "F16" else f"demo:{quant}"
-        found = resolve_model(name, "gguf")
-        size = found.path.stat().st_size / 1e6 if found is not None else 0.0
+    base = "F16" if fmt == "gguf" else "unquantized"
+    for quant in [base, *(QUANT_TYPES if fmt == "gguf" else HF_QUANT_TYPES)] if quants is None else list(quants):
+        name = "demo" if quant in ("F16", "unquantized") else f"demo:{quant}"
+        found = resolve_model(name, fmt)
+        size = _size_mb(found.path) if found is not None else 0.0
         started = time.perf_counter()
         with serve(engine, name, **{"parallel": 4, **serve_options}) as server:
             load_s = time.perf_counter() - started
@@ -378,6 +385,13 @@ def quant_table(
             progress(f"{quant:>7}: {result}; loaded in {load_s:.1f} s"
                      + (f", {speed:.0f} tokens/s" if speed is not None else ""))
     return QuantTable(rows)
+
+
+def _size_mb(path: Path) -> float:
+    """A model's size: the GGUF file, or a folder's weight files (tokenizer and config left out)."""
+    if path.is_file():
+        return path.stat().st_size / 1e6
+    return sum(p.stat().st_size for p in path.glob("*.safetensors")) / 1e6
 
 
 def decode_speed(server: Server, requests: int = 8, output_tokens: int = 64) -> float:

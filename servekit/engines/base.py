@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
+from ..constraints import Constraint, UnsupportedConstraint
 from ..errors import EngineRequestError
 from ..spec import ServeSpec
 
@@ -145,6 +146,11 @@ class Engine(Protocol):
         """``model`` and ``extra_body`` for one OpenAI request that applies ``adapter`` (None: the base model)."""
         ...
 
+    def constraint_options(self, constraint: Constraint) -> dict[str, Any]:
+        """Keyword arguments for a chat request that makes the output obey ``constraint``; raises
+        :class:`~servekit.constraints.UnsupportedConstraint` for a kind the engine cannot apply."""
+        ...
+
     def web_ui(self, url: str) -> WebPage:
         """The engine's web page for a server at ``url`` (its root URL)."""
         ...
@@ -171,6 +177,7 @@ class EngineBase:
     metric_names: Mapping[str, str] = {}
     longest_socket: str = ""
     pip_extra: str = ""
+    model_format: str = "hf"  # the files it serves: "gguf" or "hf" (a Hugging Face folder or hub id)
 
     def resolve(self, spec: ServeSpec, *, prepare: bool = True) -> ServeSpec:
         return spec
@@ -250,6 +257,9 @@ class EngineBase:
 
     def lora_request_options(self, served_model: str, adapter: str | None, loras: list[LoraInfo]) -> dict[str, Any]:
         return {"model": adapter or served_model, "extra_body": {}}  # vLLM and SGLang serve adapters as models
+
+    def constraint_options(self, constraint: Constraint) -> dict[str, Any]:
+        raise UnsupportedConstraint(f"servekit does not know how {self.display_name} constrains output.")
 
     def web_ui(self, url: str) -> WebPage:
         return WebPage(None)

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .. import sources
+from ..constraints import Constraint, UnsupportedConstraint, choice_as_gbnf
 from ..errors import BuildError, EngineRequestError, InvalidSpec, ModelNotFound
 from ..paths import cache_dir
 from ..spec import ServeSpec
@@ -145,6 +146,7 @@ class LlamaCppEngine(EngineBase):
     name = "llamacpp"
     aliases = ("llama.cpp", "llama-cpp", "llama-server")
     display_name = "llama-server"
+    model_format = "gguf"
     default_port = 8080
     health_path = "/health"
     startup_timeout = 300.0
@@ -339,6 +341,19 @@ class LlamaCppEngine(EngineBase):
         scales = [{"id": i, "scale": (1.0 if name == adapter else 0.0) if adapter else float(scale or 0.0)}
                   for name, i, scale in ids]
         return {"model": served_model, "extra_body": {"lora": scales}}
+
+    def constraint_options(self, constraint: Constraint) -> dict[str, Any]:
+        """llama-server's own fields: ``json_schema`` (turned into a grammar by the server) and ``grammar``
+        (GBNF); a choice becomes a GBNF alternation. It has no regex constraint."""
+        if constraint.kind == "json_schema":
+            return {"extra_body": {"json_schema": constraint.schema_dict}}
+        if constraint.kind == "grammar":
+            return {"extra_body": {"grammar": constraint.value}}
+        if constraint.kind == "choice":
+            return {"extra_body": {"grammar": choice_as_gbnf(constraint.value)}}
+        raise UnsupportedConstraint(
+            "llama-server has no regex constraint (it would answer unconstrained): write the pattern as a GBNF "
+            "grammar (grammar='root ::= …'), or serve the model with vllm or sglang, which take regex=.")
 
     # -- load generation (servekit.bench) ---------------------------------------------------
     # tools/server (as vendored in llama-cpp-python 0.3.36): `timings_per_token` puts the slot's stats, `predicted_n` = tokens

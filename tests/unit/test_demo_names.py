@@ -32,11 +32,51 @@ def test_bad_names_say_what_exists(bad):
         demo.parse_name(bad)
 
 
-def test_quantized_names_are_for_gguf_only():
-    with pytest.raises(ModelNotFound, match="vLLM and SGLang serve `demo`"):
+def test_each_quantized_name_is_for_the_format_that_has_it():
+    with pytest.raises(ModelNotFound, match="GGUF quantization for llama.cpp; vLLM serves `demo`"):
         demo.resolve_model("demo:Q4_K_M", "hf")
+    with pytest.raises(ModelNotFound, match="serve it with vllm. llama.cpp's 8-bit form is demo:Q8_0"):
+        demo.resolve_model("demo:W8A8", "gguf")
     with pytest.raises(ModelNotFound, match="demo-tiny"):
         demo.resolve_model("demo-tiny", "hf")
+    assert demo.parse_name("demo:W8A8").quant == "W8A8"
+    with pytest.raises(ModelNotFound, match=r"Q2_K \(llama.cpp\) or W8A8 \(vLLM\)"):
+        demo.parse_name("demo:W4A16")
+
+
+def test_w8a8_keeps_every_weight_within_half_a_step(tmp_path):
+    """The W8A8 folder: int8 rows and one scale per row for each decoder linear layer, the rest untouched,
+    and the compressed-tensors config vLLM reads."""
+    import json
+
+    import numpy as np
+
+    from servekit.demo.w8a8 import make_w8a8, read_safetensors, write_safetensors
+
+    rng = np.random.default_rng(0)
+    source = tmp_path / "hf"
+    source.mkdir()
+    weights = {"model.layers.0.self_attn.q_proj.weight": rng.normal(size=(8, 16)).astype(np.float32),
+               "model.layers.0.mlp.down_proj.weight": rng.normal(size=(16, 8)).astype(np.float32),
+               "model.embed_tokens.weight": rng.normal(size=(10, 16)).astype(np.float32),
+               "lm_head.weight": rng.normal(size=(10, 16)).astype(np.float32)}
+    weights["model.layers.0.mlp.down_proj.weight"][3] = 0.0  # an all-zero row keeps a usable scale
+    write_safetensors(source / "model.safetensors", weights)
+    (source / "config.json").write_text(json.dumps({"model_type": "llama"}))
+    (source / "tokenizer.json").write_text("{}")
+    out = make_w8a8(source, tmp_path / "hf-W8A8")
+    tensors, _ = read_safetensors(out / "model.safetensors")
+    for name in ("model.layers.0.self_attn.q_proj", "model.layers.0.mlp.down_proj"):
+        q, scale = tensors[f"{name}.weight"], tensors[f"{name}.weight_scale"]
+        assert q.dtype == np.int8 and scale.shape == (q.shape[0], 1) and np.abs(q).max() <= 127
+        assert np.abs(q * scale - weights[f"{name}.weight"]).max() <= scale.max() / 2 + 1e-7
+    for name in ("model.embed_tokens.weight", "lm_head.weight"):
+        assert np.array_equal(tensors[name], weights[name])
+    config = json.loads((out / "config.json").read_text())["quantization_config"]
+    assert config["quant_method"] == "compressed-tensors" and config["format"] == "int-quantized"
+    group = config["config_groups"]["group_0"]
+    assert group["weights"]["strategy"] == "channel" and group["input_activations"]["dynamic"] is True
+    assert (out / "tokenizer.json").is_file() and not (tmp_path / "hf-W8A8.partial").exists()
 
 
 def test_tiny_resolves_without_a_build():
