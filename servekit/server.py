@@ -25,6 +25,7 @@ import time
 import uuid
 import warnings
 from collections import deque
+from collections.abc import Sequence
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
@@ -348,6 +349,18 @@ class Server:
         """The adapters the server knows now."""
         with self.http() as http:
             return self.engine.list_loras(http)
+
+    def constraint_options(self, *, json_schema: dict[str, Any] | str | None = None, regex: str | None = None,
+                           choice: Sequence[str] | None = None, grammar: str | None = None) -> dict[str, Any]:
+        """Keyword arguments for a chat request whose output must obey one constraint, spelled the way this
+        server's engine reads it; raises UnsupportedConstraint where the engine would ignore it.
+
+        ``client.chat.completions.create(messages=..., **server.constraint_options(choice=["yes", "no"]))``
+        """
+        from .constraints import constraint
+
+        return self.engine.constraint_options(constraint(json_schema=json_schema, regex=regex, choice=choice,
+                                                         grammar=grammar))
 
     def lora_request_options(self, adapter: str | None = None) -> dict[str, Any]:
         """``model`` and ``extra_body`` for an OpenAI request that applies LoRA ``adapter`` (None: base model).

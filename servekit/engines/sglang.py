@@ -24,6 +24,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..constraints import Constraint, choice_as_regex, response_format
 from ..envs import cpu_torch_requirements
 from ..errors import EngineNotInstalled, InvalidSpec
 from ..gpus import gpus
@@ -258,6 +259,16 @@ class SglangEngine(UsageStreamBench, PythonEnvEngine):
         return env
 
     # -- validation by SGLang's own parser ---------------------------------------------------
+    def constraint_options(self, constraint: Constraint) -> dict[str, Any]:
+        """SGLang's chat API: a JSON schema through ``response_format``; ``regex`` and ``ebnf`` (GBNF, read by
+        xgrammar) as request fields; a choice as the regex of its alternatives."""
+        if constraint.kind == "json_schema":
+            return {"response_format": response_format(constraint)}
+        if constraint.kind == "grammar":
+            return {"extra_body": {"ebnf": constraint.value}}
+        regex = choice_as_regex(constraint.value) if constraint.kind == "choice" else constraint.value
+        return {"extra_body": {"regex": regex}}
+
     def validate(self, spec: ServeSpec) -> str:
         """Parse and resolve the command line with SGLang's ``prepare_server_args`` + ``resolve_once()``.
 

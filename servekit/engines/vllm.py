@@ -28,6 +28,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..constraints import Constraint
 from ..envs import cpu_torch_requirements
 from ..errors import EngineNotInstalled, InvalidSpec, ModelNotFound
 from ..spec import ServeSpec
@@ -208,6 +209,12 @@ class VllmEngine(UsageStreamBench, PythonEnvEngine):
         return env
 
     # -- validation by vLLM's own parser ---------------------------------------------------
+    def constraint_options(self, constraint: Constraint) -> dict[str, Any]:
+        """vLLM's ``structured_outputs`` request field: json, regex, choice or grammar (xgrammar reads GBNF)."""
+        key = {"json_schema": "json", "regex": "regex", "choice": "choice", "grammar": "grammar"}[constraint.kind]
+        value = constraint.schema_dict if constraint.kind == "json_schema" else constraint.value
+        return {"extra_body": {"structured_outputs": {key: value}}}
+
     def validate(self, spec: ServeSpec) -> str:
         """Parse the command line with vLLM's ``make_arg_parser`` (+ its quick checks), in vLLM's interpreter.
 

@@ -126,10 +126,52 @@ def test_grammar_constrained_answers_stay_right(built):
 
 
 
+# -- one way to constrain output, every engine: obeyed in every sample, or refused -------------------------
+CHOICES = ["yes", "no", "maybe"]
+# Bounded: after `{"answer": ` the demo model (never taught JSON) writes digits until max_tokens wherever the
+# grammar lets it; llama.cpp's integers stop at 16 digits, xgrammar's (vLLM, SGLang) only at a maximum.
+BOUNDED_SCHEMA = {"type": "object", "properties": {"answer": {"type": "integer", "minimum": 0, "maximum": 9999}},
+                  "required": ["answer"], "additionalProperties": False}
+WORDS_GRAMMAR = "root ::= word (\" \" word)*\nword ::= " + " | ".join(f'"{w}"' for w in tasks.WORDS) + "\n"
+
+
+def constrained(server, prompt: str, samples: int, temperature: float, max_tokens: int, **kind) -> list[str]:
+    client, options = server.client(), server.constraint_options(**kind)
+    return [client.chat.completions.create(model=server.model, messages=[{"role": "user", "content": prompt}],
+                                           temperature=temperature, max_tokens=max_tokens, **options
+                                           ).choices[0].message.content for _ in range(samples)]
+
+
+def assert_constraints_obeyed(server, kinds: tuple[str, ...]) -> None:
+    """Each kind in every sample: random sampling (temperature 1) where the constraint bounds the length,
+    the model's own greedy answers where it does not (a rambling JSON string would be cut by max_tokens)."""
+    if "choice" in kinds:
+        outs = constrained(server, "reverse: hot big day", 5, 1.0, 8, choice=CHOICES)
+        assert all(out in CHOICES for out in outs), outs
+    if "regex" in kinds:
+        outs = constrained(server, "add: 417+385", 5, 1.0, 8, regex="[0-9]{3}")
+        assert all(re.fullmatch("[0-9]{3}", out) for out in outs), outs
+    if "grammar" in kinds:
+        outs = constrained(server, "reverse: cold dark night", 3, 0.0, 16, grammar=WORDS_GRAMMAR)
+        assert all(re.fullmatch(r"[a-z]+( [a-z]+)*", o) and set(o.split()) <= set(tasks.WORDS) for o in outs), outs
+    if "json_schema" in kinds:
+        outs = constrained(server, "add: 417+385", 3, 0.0, 40, json_schema=BOUNDED_SCHEMA)
+        assert all(set(json.loads(o)) == {"answer"} and 0 <= json.loads(o)["answer"] <= 9999 for o in outs), outs
+
+
+def test_llama_cpp_obeys_each_constraint_it_has_and_refuses_regex(tool_server):
+    from servekit.constraints import UnsupportedConstraint
+
+    assert_constraints_obeyed(tool_server, ("choice", "grammar", "json_schema"))
+    with pytest.raises(UnsupportedConstraint, match="no regex constraint"):
+        tool_server.constraint_options(regex="[0-9]{3}")
+
+
 # -- the same model on vLLM and SGLang (CPU builds): their own tool parsers read its calls -------------
 @pytest.mark.parametrize(("engine", "parser"), [("vllm", "hermes"), ("sglang", "qwen25")])
 def test_other_engines_parse_the_same_calls(built, engine, parser):
-    """vLLM's ``hermes`` and SGLang's ``qwen25`` parsers on the HF export, chat template and all."""
+    """vLLM's ``hermes`` and SGLang's ``qwen25`` parsers on the HF export, chat template and all; and every
+    kind of constraint, asked through ``constraint_options``."""
     from servekit.engines import get_engine
 
     eng = get_engine(engine)
@@ -139,6 +181,7 @@ def test_other_engines_parse_the_same_calls(built, engine, parser):
         calls = demo.evaluate(server, n=50, task="tool_call", logprobs=False)
         answers = demo.evaluate(server, n=50, task="tool_answer", logprobs=False)
         chat = demo.chat_with_tools(server, "add 417 and 385")
+        assert_constraints_obeyed(server, ("choice", "regex", "grammar", "json_schema"))  # all four: both engines
     print(engine, calls, answers, chat.calls, chat.answer)
     assert calls.accuracy >= 0.9, calls["tool_call"].failures()
     assert answers.accuracy >= 0.9, answers["tool_answer"].failures()
