@@ -3,12 +3,12 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: demo test unit venv engines engine-llamacpp engine-vllm engine-sglang demo-hf lab clean
+.PHONY: demo test unit docs venv engines engine-llamacpp engine-vllm engine-sglang demo-hf lab clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[dev,jupyter]'
+	$(BIN)/python -m pip install -q -e '.[dev,jupyter,docs]'
 	touch $@
 
 venv: $(BIN)/.installed
@@ -38,10 +38,14 @@ demo-hf: venv
 	$(BIN)/servekit demo build --hf-only
 
 test: engines
-	$(BIN)/python -m pytest -v -ra tests notebooks --nbval-lax
+	$(BIN)/python -m pytest -v -ra --durations=25 tests notebooks --nbval-lax
 
 unit: venv
 	$(BIN)/python -m pytest -v tests/unit
+
+# The docs site (mkdocs-material) into site/; the test command builds it too (tests/unit/test_docs_site.py).
+docs: venv
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
 
 # JupyterLab (from .venv, kernel = .venv's Python) on notebooks/, on this machine only; it prints the URL
 # with its token (open that one). Ctrl-C stops it. Server links go through /proxy/PORT/ there too.
