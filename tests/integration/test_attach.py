@@ -8,6 +8,7 @@ import sys
 import pytest
 
 import servekit
+from servekit import bench
 from servekit.errors import KeyRejected
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("llama_server_ready")]
@@ -35,6 +36,9 @@ def test_attach_recognises_llama_cpp_and_measures_it(other_process_server):
                                                extra_body={"ignore_eos": True})
     assert reply.usage.completion_tokens == 4
     assert server.metrics()["generation_tokens_total"] >= 4
+    run = bench.run(server, concurrency=2, requests=4, input_tokens=16, output_tokens=8, progress=False)
+    assert run.summary["completed"] == 4 and run.summary["failed"] == 0, run.summary
+    assert run.summary["total_output_tokens"] == 32, run.summary
     history = server.metrics_history()
     assert len(history) >= 1 and "generation_tokens_per_s" in history.columns
     assert "watched" in [s.name for s in servekit.running()] and server.state == "ready"
