@@ -11,7 +11,11 @@ Where vLLM's count is wrong (see the printed explanation), vLLM's throughput and
 recomputed from its own per-request timings with the true token counts, so that the timings can be
 compared on their own.
 
-    .venv/bin/python benchmarks/bench_agreement.py [--requests 200 --concurrency 8 --input 64 --output 64]
+    .venv/bin/python benchmarks/bench_agreement.py [--requests 200 --concurrency 8 --input 64 --output 64] [--pin]
+
+``--pin`` runs the server on one CPU and the clients on another: on a 2-core machine a client's CPU is
+otherwise taken from the server it measures, and vLLM's client costs twice servekit's, so unpinned runs
+compare the clients' costs as much as their measurements.
 """
 
 from __future__ import annotations
@@ -102,6 +106,7 @@ class Tally:
                 f"  {match}  (tok/s by round: {rounds})")
 
 
+SERVER_CPU, CLIENT_CPU = 0, 1  # --pin
 CLIENTS = ("servekit.bench", "vllm bench serve", "vllm bench serve, Connection: close")
 
 
@@ -184,6 +189,9 @@ def main() -> int:
     parser.add_argument("--output", type=int, default=64)
     parser.add_argument("--rounds", type=int, default=5, help="each client once per round, in rotating order "
                         "(the machine is shared: medians of interleaved rounds)")
+    parser.add_argument("--pin", action="store_true",
+                        help="the server on CPU 0 with one thread, every client on CPU 1: a client's own CPU cost "
+                             "then cannot slow the server it measures (needs 2+ CPUs)")
     parser.add_argument("--models", default="demo",
                         help="demo models to serve, comma-separated (vLLM is given the demo model's tokenizer: "
                              "demo-tiny has another one, so its prompts and counts differ)")
@@ -195,8 +203,14 @@ def main() -> int:
         tallies = {name: Tally() for name in CLIENTS}
         # No prompt cache: vLLM's random prompts (consecutive token ids from a random offset) repeat on a 512-token
         # vocabulary, and a cache would serve the repeats: every prompt is computed in full, for every client.
-        with servekit.serve("llamacpp", model, parallel=args.concurrency,
-                            extra_args=["--no-cache-prompt", "--cache-ram", "0"]) as server:
+        extra = ["--no-cache-prompt", "--cache-ram", "0"] + (["--threads", "1"] if args.pin else [])
+        if args.pin:  # the engine inherits CPU 0 when it starts; this process (and vLLM's client) then moves to CPU 1
+            os.sched_setaffinity(0, {SERVER_CPU})
+        with servekit.serve("llamacpp", model, parallel=args.concurrency, extra_args=extra) as server:
+            if args.pin:
+                os.sched_setaffinity(0, {CLIENT_CPU})
+                print(f"pinned: server pid {server.pid} on CPUs {sorted(os.sched_getaffinity(server.pid))}, "
+                      f"clients on {sorted(os.sched_getaffinity(0))}")
             bench.run(server, concurrency=args.concurrency, requests=2 * args.concurrency, input_tokens=args.input,
                       output_tokens=args.output, progress=False, seed=999)  # warm the server up for everyone
             for round_ in range(args.rounds):
