@@ -39,3 +39,11 @@ def cli_reference() -> str:
     for name, sub in commands.choices.items():
         parts += [f"## servekit {name}", "", "```text", sub.format_help().rstrip(), "```", ""]
     return "\n".join(parts)
+
+
+_ROLE = re.compile(r":(?:class|func|meth|attr|data|mod|exc|obj):(?=<code>)")
+
+
+def on_page_content(html: str, page, config, files) -> str:  # noqa: ANN001 - mkdocs' objects
+    """Docstrings name objects the Sphinx way (:class:`Server`); the API pages show just the name, as code."""
+    return _ROLE.sub("", html)

@@ -28,3 +28,4 @@ def test_docs_site_builds_strict():
     assert "servekit doctor" in cli and "servekit serve" in cli  # written from the parser itself
     api = (SITE / "reference/api/index.html").read_text()
     assert "constraint_options" in api and "attach" in api
+    assert ":class:<code>" not in api and ":func:<code>" not in api  # Sphinx roles shown as plain code
