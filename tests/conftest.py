@@ -49,6 +49,32 @@ def ipython():
     return shell
 
 
+@pytest.fixture
+def check_attach():
+    """``check_attach(server, engine)``: a handle from ``servekit.attach(url, api_key)`` on a running server is
+    recognised as ``engine``, reads its metrics, chats and takes a short load-generator run; stopping the handle
+    only forgets it."""
+    import servekit
+    from servekit import bench
+
+    def check(server, engine: str) -> None:
+        attached = servekit.attach(server.url, api_key=server.api_key)
+        try:
+            assert attached.engine.name == engine and attached.model == server.model
+            assert attached.metrics().get("generation_tokens_total") is not None
+            reply = attached.client().chat.completions.create(
+                model=attached.model, messages=[{"role": "user", "content": "reverse: cold dark night"}], max_tokens=8)
+            assert reply.usage.completion_tokens >= 1
+            run = bench.run(attached, concurrency=2, requests=4, input_tokens=16, output_tokens=8, progress=False)
+            assert run.summary["completed"] == 4 and run.summary["failed"] == 0, run.summary
+            assert run.summary["total_output_tokens"] == 32, run.summary
+        finally:
+            attached.stop()  # forgets the handle only
+        assert server.ping()
+
+    return check
+
+
 @pytest.fixture(autouse=True)
 def _no_server_outlives_a_test():
     """Every test must stop what it started; fail loudly (and clean up) if one does not."""

@@ -135,27 +135,8 @@ def test_server_binds_loopback_and_needs_the_key(server):
     assert server.api_key not in server.logs(5000)
 
 
-def test_attach_recognises_vllm(server):
-    attached = servekit.attach(server.url, api_key=server.api_key)
-    try:
-        assert attached.engine.name == "vllm" and attached.model == server.model
-        assert attached.metrics().get("generation_tokens_total") is not None
-        measured_through_attach(attached)
-    finally:
-        attached.stop()  # forgets the handle only
-    assert server.ping()
-
-def measured_through_attach(attached) -> None:
-    """What a notebook does with a server it did not start: chat, and a short run of the load generator."""
-    from servekit import bench
-
-    reply = attached.client().chat.completions.create(
-        model=attached.model, messages=[{"role": "user", "content": "reverse: cold dark night"}], max_tokens=8)
-    assert reply.usage.completion_tokens >= 1
-    run = bench.run(attached, concurrency=2, requests=4, input_tokens=16, output_tokens=8, progress=False)
-    assert run.summary["completed"] == 4 and run.summary["failed"] == 0, run.summary
-    assert run.summary["total_output_tokens"] == 32, run.summary
-
+def test_attach_recognises_vllm(server, check_attach):
+    check_attach(server, "vllm")
 
 
 # -- LoRA ----------------------------------------------------------------------------------------
