@@ -197,7 +197,9 @@ def test_the_same_run_against_vllm_and_sglang_on_the_cpu(engine_name):
     engine = get_engine(engine_name)
     if not engine.available():
         engine.install(progress=print)
-    server = servekit.serve(engine_name, "demo", name=f"bench-{engine_name}", ctx=512, parallel=4, timeout=900)
+    eager = ["--enforce-eager"] if engine_name == "vllm" else []  # vLLM: no torch.compile at start
+    server = servekit.serve(engine_name, "demo", name=f"bench-{engine_name}", ctx=512, parallel=4, timeout=900,
+                            extra_args=eager)
     try:
         same_run_checks(server, generated(server))
     finally:

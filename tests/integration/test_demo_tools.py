@@ -177,7 +177,9 @@ def test_other_engines_parse_the_same_calls(built, engine, parser):
     eng = get_engine(engine)
     if not eng.available():
         eng.install(progress=print)
-    with servekit.serve(engine, "demo", tool_parser=parser, ctx=512, parallel=4, timeout=900) as server:
+    eager = ["--enforce-eager"] if engine == "vllm" else []  # vLLM: no torch.compile at start
+    with servekit.serve(engine, "demo", tool_parser=parser, ctx=512, parallel=4, timeout=900,
+                        extra_args=eager) as server:
         calls = demo.evaluate(server, n=50, task="tool_call", logprobs=False)
         answers = demo.evaluate(server, n=50, task="tool_answer", logprobs=False)
         chat = demo.chat_with_tools(server, "add 417 and 385")

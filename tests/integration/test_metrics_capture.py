@@ -59,7 +59,7 @@ def _start(engine_name: str) -> servekit.Server:
         return servekit.serve("llamacpp", "demo-tiny", name="metrics-llamacpp", ctx=8192)
     if engine_name == "vllm":  # in-process EngineCore: see VLLM_SMALL_CPU_ENV
         return servekit.serve("vllm", "demo", name="metrics-vllm", ctx=2048, parallel=8, timeout=900,
-                              env=VLLM_SMALL_CPU_ENV)
+                              env=VLLM_SMALL_CPU_ENV, extra_args=["--enforce-eager"])  # no compile at start
     return servekit.serve("sglang", "demo", name="metrics-sglang", cpu=True, timeout=600)
 
 

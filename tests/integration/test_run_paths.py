@@ -59,7 +59,7 @@ def _engine_model(engine: str) -> tuple[dict, str]:
     assert eng.available(), eng.available().install_hint
     if engine == "sglang":
         return {"cpu": True, "timeout": 600}, "demo"
-    return {"ctx": 512, "timeout": 900}, "demo"
+    return {"ctx": 512, "timeout": 900, "extra_args": ["--enforce-eager"]}, "demo"  # vLLM: no compile at start
 
 
 @pytest.mark.slow
