@@ -38,7 +38,7 @@ demo-hf: venv
 	$(BIN)/servekit demo build --hf-only
 
 test: engines
-	$(BIN)/python -m pytest -v -ra --durations=25 tests notebooks --nbval-lax
+	$(BIN)/python -m pytest -v -ra --durations=50 tests notebooks --nbval-lax
 
 unit: venv
 	$(BIN)/python -m pytest -v tests/unit
