@@ -301,6 +301,12 @@ class ServerPanel(_StaticFallback, W.VBox):
         super().close()
 
 
+def _static_copy(*parts: str) -> str:
+    """The HTML a live chart widget leaves in the notebook: its parts, and a line saying the copy is static."""
+    return (f"<div>{''.join(parts)}"
+            "<div style='color:#888;font-size:80%'>static copy (live charts need a running kernel)</div></div>")
+
+
 def _pre(text: str) -> str:
     return ("<pre style='max-height:16em;overflow:auto;font-size:85%;margin:0;white-space:pre-wrap'>"
             f"{html.escape(text) or '(empty)'}</pre>")
@@ -508,8 +514,7 @@ class LiveMetrics(_StaticFallback, W.VBox):
         return "<div style='font-size:90%'>" + "<br>".join(parts) + "</div>"
 
     def static_html(self) -> str:
-        return (f"<div>{self._summary_html()}{_charts_row(CHARTS, self._series, self._chart_notes())}"
-                "<div style='color:#888;font-size:80%'>static copy (live charts need a running kernel)</div></div>")
+        return _static_copy(self._summary_html(), _charts_row(CHARTS, self._series, self._chart_notes()))
 
     def close(self) -> None:
         """Stop drawing, unsubscribe from the recorders (stopping those this widget started), close."""
@@ -705,8 +710,7 @@ class BenchChart(_StaticFallback, W.VBox):
         return "<div style='font-size:90%'>" + ("<br>".join(parts) or "waiting for the first requests …") + "</div>"
 
     def static_html(self) -> str:
-        return (f"<div>{self._summary_html()}{_charts_row(BENCH_CHARTS, self._series, width=300)}"
-                "<div style='color:#888;font-size:80%'>static copy (live charts need a running kernel)</div></div>")
+        return _static_copy(self._summary_html(), _charts_row(BENCH_CHARTS, self._series, width=300))
 
     def _stop_listening(self) -> None:
         for unsubscribe in self._unsubscribe:
