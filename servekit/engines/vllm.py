@@ -333,6 +333,14 @@ def model_config(model: str) -> dict[str, Any] | None:
     return config.get("text_config") or config
 
 
+def compile_cache_root() -> Path:
+    """Where vLLM keeps its compile cache (``$VLLM_CACHE_ROOT``, else ``$XDG_CACHE_HOME/vllm`` or
+    ``~/.cache/vllm``): servekit leaves it there, so it outlives every server."""
+    if os.environ.get("VLLM_CACHE_ROOT"):
+        return Path(os.environ["VLLM_CACHE_ROOT"]).expanduser()
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache").expanduser() / "vllm"
+
+
 def kv_cache_gib(spec: ServeSpec) -> int:
     """``VLLM_CPU_KVCACHE_SPACE`` (whole GiB) for this model: room for ``max(1, min(parallel, 4))``
     sequences of the full context, at least 1 GiB, at most half the machine's memory.

@@ -31,6 +31,9 @@ def test_uv_makes_the_environment_when_it_is_here(monkeypatch):
     python = envs.create_env("with-uv", STEPS)
     assert _made_with("with-uv") == "uv" and _has_packaging(python)
     assert subprocess.run([str(python), "-m", "pip", "--version"], check=False, timeout=60).returncode == 0  # --seed
+    # bytecode compiled at install, as pip does: no engine start pays the compile again (PYTHONDONTWRITEBYTECODE)
+    package = envs.env_dir("with-uv").glob("lib/python*/site-packages/packaging")
+    assert list(next(package).glob("__pycache__/version.*.pyc")), "uv left the environment without bytecode"
 
 
 def test_pip_when_asked_and_when_uv_fails(monkeypatch, tmp_path):
