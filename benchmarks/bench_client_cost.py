@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import psutil
+import vllm_bench_serve
 
 HERE = Path(__file__).resolve().parent
 ENDPOINT = HERE / "fast_streaming_endpoint.py"
@@ -94,16 +95,6 @@ async def main():
 
 asyncio.run(main())
 """
-
-VLLM_LAUNCHER = (
-    "import sys\n"
-    "from vllm.benchmarks.serve import add_cli_args, main\n"
-    "from vllm.utils.argparse_utils import FlexibleArgumentParser\n"
-    "parser = FlexibleArgumentParser()\n"
-    "add_cli_args(parser)\n"
-    "main(parser.parse_args(sys.argv[1:]))\n"
-)
-
 
 @dataclass
 class Measured:
@@ -217,13 +208,6 @@ def _children_cpu_total() -> float:
     return spent
 
 
-def vllm_python() -> Path | None:
-    from servekit.engines import get_engine
-
-    found = get_engine("vllm").find_python()
-    return found[0] if found else None
-
-
 def demo_tokenizer(given: str | None) -> Path | None:
     """A tokenizer folder for vLLM's random prompts: ``--tokenizer``, else the demo model's (built if missing)."""
     if given:
@@ -232,21 +216,6 @@ def demo_tokenizer(given: str | None) -> Path | None:
 
     model = resolve_model("demo", "hf")
     return Path(model.path) if model and (Path(model.path) / "tokenizer_config.json").is_file() else None
-
-
-def vllm_command(python: Path, tokenizer: Path, port: int, concurrency: int, requests: int, tokens: int,
-                 result_dir: str) -> list[str]:
-    return [str(python), "-c", VLLM_LAUNCHER, "--backend", "openai", "--base-url", f"http://127.0.0.1:{port}",
-            "--endpoint", "/v1/completions", "--model", "fake", "--tokenizer", str(tokenizer),
-            "--dataset-name", "random", "--random-input-len", "16", "--random-output-len", str(tokens),
-            "--num-prompts", str(requests), "--max-concurrency", str(concurrency), "--request-rate", "inf",
-            "--ignore-eos", "--disable-tqdm", "--save-result", "--result-dir", result_dir,
-            "--result-filename", "vllm.json"]
-
-
-def vllm_result(result_dir: str) -> dict:
-    path = Path(result_dir) / "vllm.json"
-    return json.loads(path.read_text()) if path.is_file() else {}
 
 
 def main() -> int:
@@ -258,7 +227,7 @@ def main() -> int:
     scale = 0.25 if args.quick else 1.0
     per_token = {"concurrency": 32, "requests": int(800 * scale), "tokens": 128}
     ceiling = {"concurrency": 256, "requests": int(6000 * scale), "tokens": 4}
-    python = None if args.no_vllm else vllm_python()
+    python = None if args.no_vllm else vllm_bench_serve.vllm_python()
     tokenizer = demo_tokenizer(args.tokenizer) if python is not None else None
     use_vllm = python is not None and tokenizer is not None
     if not use_vllm and not args.no_vllm:
@@ -282,10 +251,12 @@ def main() -> int:
                         {"SERVEKIT_BENCH_LOOP": "asyncio"})
                     results[phase]["httpx"] = measure("httpx client", [*httpx_cmd, str(port), *argv(load)], port)
                 if use_vllm:
-                    command = vllm_command(python, tokenizer, port, load["concurrency"], load["requests"],
-                                           load["tokens"], result_dir)
+                    command = vllm_bench_serve.command(
+                        python, base_url=f"http://127.0.0.1:{port}", model="fake", tokenizer=tokenizer, input_len=16,
+                        output_len=load["tokens"], requests=load["requests"], concurrency=load["concurrency"],
+                        result_dir=result_dir)
                     measured = measure("vllm bench serve", command, port, {"VLLM_NO_USAGE_STATS": "1"})
-                    measured.result = vllm_result(result_dir)
+                    measured.result = vllm_bench_serve.result(result_dir)
                     results[phase]["vllm"] = measured
             finally:
                 endpoint.terminate()
