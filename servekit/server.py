@@ -260,11 +260,16 @@ class Server:
         this key and serves this model); raise at once, with the log tail, if the process dies."""
         limit = timeout if timeout is not None else self.engine.startup_timeout
         deadline = time.monotonic() + limit
-        delay, why_not = 0.02, None
+        delay, why_not, next_log_check = 0.02, None, time.monotonic() + 1.0
         with self.http(timeout=self.engine.health_timeout) as http:
             while True:
                 if self._has_exited():
                     raise self._start_failure()
+                if time.monotonic() >= next_log_check:  # an engine that lost its port but does not exit (SGLang)
+                    next_log_check = time.monotonic() + 1.0
+                    if _says_port_taken(_file_tail(self.log_path), self.port):
+                        raise _PortRaceLost(f"{self.engine.display_name} could not bind port {self.port}: "
+                                            f"it was taken before the engine was ready.\n{self.logs()}")
                 if self.ping(timeout=min(self.engine.health_timeout, max(0.1, deadline - time.monotonic())), http=http):
                     why_not = self.engine.identify(http, self.model)
                     if why_not is None:
@@ -294,10 +299,7 @@ class Server:
         status = exit_description(code) if code is not None else "exited"
         message = (f"{self.engine.display_name} {status.replace('exit code', 'exited with code')} before it was ready."
                    + (f"\n{hint}" if hint else "") + f"\nLast {LOG_TAIL_LINES} log lines ({self.log_path}):\n{tail}")
-        lowered = tail.lower()
-        if "address already in use" in lowered or "couldn't bind" in lowered:
-            return _PortRaceLost(message)
-        return ServerStartError(message)
+        return _PortRaceLost(message) if _says_port_taken(tail) else ServerStartError(message)
 
     def metrics(self) -> MetricsSnapshot:
         """Scrape ``/metrics`` and return it with servekit's normalised names."""
@@ -502,8 +504,51 @@ def port_is_free(host: str, port: int) -> bool:
     return True
 
 
-def free_port(host: str) -> int:
-    """A port the OS reports free on ``host``."""
+def _says_port_taken(log_tail: str, port: int | None = None) -> bool:
+    """The log says the engine could not bind its port (``port``: on a line that names it — engines' helpers such
+    as torch's TCP store log the same words for ports of their own and then try another)."""
+    for line in log_tail.lower().splitlines():
+        if ("address already in use" in line or "couldn't bind" in line) and (port is None or str(port) in line):
+            return True
+    return False
+
+
+def _file_tail(path: str | Path, size: int = 8192) -> str:
+    """The last ``size`` bytes of a file as text ("" if it cannot be read)."""
+    try:
+        with open(path, "rb") as handle:
+            handle.seek(0, os.SEEK_END)
+            handle.seek(max(0, handle.tell() - size))
+            return handle.read().decode("utf-8", errors="replace")
+    except OSError:
+        return ""
+
+
+def ephemeral_ports() -> range:
+    """The ports the OS hands out as the local end of outgoing connections (Linux: ``ip_local_port_range``;
+    elsewhere IANA's 49152-65535)."""
+    try:
+        low, high = (int(x) for x in Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+        return range(low, high + 1)
+    except (OSError, ValueError):
+        return range(49152, 65536)
+
+
+SERVER_PORTS_FROM = 20000  # below: ports that well-known services and other tools tend to use
+
+
+def free_port(host: str, avoid: Sequence[int] = ()) -> int:
+    """A port free on ``host`` now, outside the ephemeral range: an engine binds its port seconds to minutes after
+    servekit picks it, and a port from the ephemeral range can meanwhile become the local end of any outgoing
+    connection on the machine — even of the readiness probe connecting to it (a TCP self-connect) — so the engine
+    would fail with "address already in use". Falls back to a port the OS picks when that range is all there is."""
+    import random
+
+    ephemeral, avoided = ephemeral_ports(), set(avoid)
+    pool = [p for p in range(SERVER_PORTS_FROM, 65536) if p not in ephemeral and p not in avoided]
+    for port in random.sample(pool, min(len(pool), 64)):
+        if port_is_free(host, port):
+            return port
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     with socket.socket(family, socket.SOCK_STREAM) as sock:
         sock.bind((host, 0))
@@ -518,7 +563,7 @@ def _wait_port_free(host: str, port: int, timeout: float) -> None:
 
 def _choose_port(spec: ServeSpec) -> int:
     if spec.port is None:
-        return free_port(spec.host)
+        return free_port(spec.host, avoid=[r.port for r in registry.load_all()])  # a listed server may be starting
     if not port_is_free(spec.host, spec.port):
         raise PortInUse(
             f"Port {spec.port} on {spec.host} is already in use. Choose another port, "

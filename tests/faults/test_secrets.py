@@ -86,7 +86,7 @@ def test_readiness_proves_identity_and_a_lost_port_race_moves_on():
 
         real_free_port = srv.free_port
         calls = iter([squatter.port])
-        srv.free_port = lambda host: next(calls, None) or real_free_port(host)
+        srv.free_port = lambda host, avoid=(): next(calls, None) or real_free_port(host, avoid)
         try:
             with servekit.serve("llamacpp", "demo-tiny", name="mover") as mover:
                 assert mover.port != squatter.port and mover.ping()

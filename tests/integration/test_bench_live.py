@@ -105,7 +105,9 @@ def test_open_loop_poisson_arrivals_have_the_asked_mean_rate(llama):
     assert measured_rate == pytest.approx(rate, rel=0.2)  # 240 exponential gaps: 3 sigma is ~20 %
     scheduled = records["scheduled_s"].to_numpy()
     assert np.median(sent - scheduled) < 0.05  # the client sends when the schedule says (no cap: no queue)
-    assert measured_rate == pytest.approx((len(sent) - 1) / (scheduled[-1] - scheduled[0]), rel=0.03)
+    # nearly every request leaves on time (a stall of this shared machine may hold back a few; one late last send
+    # once made the rate between the first and last send 9 % low while 239 of 240 gaps were on schedule)
+    assert np.percentile(sent - scheduled, 90) < 0.1
     gaps = np.diff(sent)
     assert gaps.std() / gaps.mean() == pytest.approx(1.0, rel=0.25)  # exponential gaps: Poisson arrivals
     assert result.records["user"].isna().all()

@@ -269,3 +269,30 @@ def test_serve_magic(engine, model, ipython):
     assert "Stopped: sgnb" in stopped.stdout
     assert not any(_alive(p) for p in processes)
     assert servekit.running() == []
+
+
+def test_a_port_taken_while_sglang_starts_moves_it_to_another(engine, model, monkeypatch):
+    """Another program takes the port servekit picked while SGLang loads: SGLang logs "address already in use"
+    and then hangs in its shutdown instead of exiting. servekit reads that in the log within a second, stops it and
+    starts SGLang on another port (it used to wait for the whole start-up timeout)."""
+    import socket
+    import time
+
+    import servekit.server as srv
+
+    squatter = socket.socket()
+    squatter.bind(("127.0.0.1", 0))
+    squatter.listen()  # never answers: the readiness probe cannot take it for SGLang
+    taken = squatter.getsockname()[1]
+    real_free_port = srv.free_port
+    calls = iter([taken])
+    monkeypatch.setattr(srv, "free_port", lambda host, avoid=(): next(calls, None) or real_free_port(host, avoid))
+    started = time.monotonic()
+    try:
+        with servekit.serve("sglang", model, cpu=True, name="sglang-moved", timeout=600) as moved:
+            assert moved.port != taken and moved.ping()
+    finally:
+        squatter.close()
+    took = time.monotonic() - started
+    print(f"SGLang moved off a taken port and was ready {took:.0f} s after the first try began")
+    assert took < 300, "servekit waited for the start-up timeout instead of reading the bind error"
