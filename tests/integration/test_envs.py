@@ -31,9 +31,14 @@ def test_uv_makes_the_environment_when_it_is_here(monkeypatch):
     python = envs.create_env("with-uv", STEPS)
     assert _made_with("with-uv") == "uv" and _has_packaging(python)
     assert subprocess.run([str(python), "-m", "pip", "--version"], check=False, timeout=60).returncode == 0  # --seed
-    # bytecode compiled at install, as pip does: no engine start pays the compile again (PYTHONDONTWRITEBYTECODE)
-    package = envs.env_dir("with-uv").glob("lib/python*/site-packages/packaging")
-    assert list(next(package).glob("__pycache__/version.*.pyc")), "uv left the environment without bytecode"
+
+def test_uv_compiles_what_each_step_installs():
+    """Bytecode at install, as pip does: no engine start pays the compile again (PYTHONDONTWRITEBYTECODE). uv
+    compiles only what the step installs, so a package of the first of two steps needs that step's compile."""
+    envs.create_env("uv-bytecode", [["install", "idna"], ["install", "six"]])
+    site = next(envs.env_dir("uv-bytecode").glob("lib/python*/site-packages"))
+    assert list((site / "idna").glob("__pycache__/core.*.pyc")), "the first step left no bytecode"
+    assert list(site.glob("__pycache__/six.*.pyc")), "the second step left no bytecode"
 
 
 def test_pip_when_asked_and_when_uv_fails(monkeypatch, tmp_path):

@@ -5,7 +5,12 @@ Needs SGLang (`servekit install sglang-cpu`, ~2-4 min; the first test installs i
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
+import socket
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
@@ -21,6 +26,7 @@ from servekit.spec import ServeSpec
 pytestmark = pytest.mark.integration
 NO_EOS = {"ignore_eos": True}  # random weights often emit EOS at once
 _SHARED: dict[str, str] = {}  # name of the module's one long-lived server
+_PORT_RACE: dict = {}  # the port the module's server found taken, and how long its start took
 
 
 @pytest.fixture(autouse=True)
@@ -135,13 +141,46 @@ def test_validate_reports_sglang_own_message(engine, model):
 # -- (b) a real SGLang server on the CPU ------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def server(engine, model):
-    started = servekit.serve("sglang", model, cpu=True, name="sglang-cpu-test", timeout=600)
+    """The module's server. Its start also proves the port move (one SGLang start less than a test of its own):
+    another program holds the first port servekit picks while SGLang loads, see
+    ``test_a_port_taken_while_sglang_starts_moves_it_to_another``."""
+    began = time.monotonic()
+    with _first_port_taken() as race:
+        started = servekit.serve("sglang", model, cpu=True, name="sglang-cpu-test", timeout=600)
+    _PORT_RACE.update(race, took=time.monotonic() - began)
     _SHARED["name"] = started.name
     try:
         yield started
     finally:
         started.stop()
         _SHARED.clear()
+
+
+@contextlib.contextmanager
+def _first_port_taken() -> Iterator[dict]:
+    """servekit's next port choice is a port a silent listener holds; yields that port and what servekit logs."""
+    import servekit.server as srv
+
+    race: dict = {"moves": []}
+    squatter = socket.socket()
+    squatter.bind(("127.0.0.1", 0))
+    squatter.listen()  # never answers: the readiness probe cannot take it for SGLang
+    race["taken"] = squatter.getsockname()[1]
+    calls = iter([race["taken"]])
+    real_free_port = srv.free_port
+    said = logging.Handler(logging.INFO)
+    said.emit = lambda record: race["moves"].append(record.getMessage())  # type: ignore[method-assign]
+    level = srv.log.level
+    srv.log.addHandler(said)
+    srv.log.setLevel(logging.INFO)
+    try:
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(srv, "free_port", lambda host, avoid=(): next(calls, None) or real_free_port(host, avoid))
+            yield race
+    finally:
+        squatter.close()
+        srv.log.removeHandler(said)
+        srv.log.setLevel(level)
 
 
 def test_chat(server):
@@ -151,6 +190,17 @@ def test_chat(server):
     assert reply.usage.completion_tokens == 8
     assert reply.choices[0].message.content
     assert reply.model == server.model
+
+
+def test_a_port_taken_while_sglang_starts_moves_it_to_another(server):
+    """Another program takes the port servekit picked while SGLang loads (the module's server starts so): SGLang
+    logs "address already in use" and then hangs in its shutdown instead of exiting. servekit reads that in the log
+    within a second, stops it and starts SGLang on another port (it used to wait for the whole start-up timeout)."""
+    print(f"SGLang moved off a taken port and was ready {_PORT_RACE['took']:.0f} s after the first try began")
+    assert server.port != _PORT_RACE["taken"]
+    assert server.is_running() and server.ping()
+    assert any(f"port {_PORT_RACE['taken']} was taken" in line for line in _PORT_RACE["moves"]), _PORT_RACE["moves"]
+    assert _PORT_RACE["took"] < 300, "servekit waited for the start-up timeout instead of reading the bind error"
 
 
 def test_demo_model_answers_correctly(server, model):
@@ -269,30 +319,3 @@ def test_serve_magic(engine, model, ipython):
     assert "Stopped: sgnb" in stopped.stdout
     assert not any(_alive(p) for p in processes)
     assert servekit.running() == []
-
-
-def test_a_port_taken_while_sglang_starts_moves_it_to_another(engine, model, monkeypatch):
-    """Another program takes the port servekit picked while SGLang loads: SGLang logs "address already in use"
-    and then hangs in its shutdown instead of exiting. servekit reads that in the log within a second, stops it and
-    starts SGLang on another port (it used to wait for the whole start-up timeout)."""
-    import socket
-    import time
-
-    import servekit.server as srv
-
-    squatter = socket.socket()
-    squatter.bind(("127.0.0.1", 0))
-    squatter.listen()  # never answers: the readiness probe cannot take it for SGLang
-    taken = squatter.getsockname()[1]
-    real_free_port = srv.free_port
-    calls = iter([taken])
-    monkeypatch.setattr(srv, "free_port", lambda host, avoid=(): next(calls, None) or real_free_port(host, avoid))
-    started = time.monotonic()
-    try:
-        with servekit.serve("sglang", model, cpu=True, name="sglang-moved", timeout=600) as moved:
-            assert moved.port != taken and moved.ping()
-    finally:
-        squatter.close()
-    took = time.monotonic() - started
-    print(f"SGLang moved off a taken port and was ready {took:.0f} s after the first try began")
-    assert took < 300, "servekit waited for the start-up timeout instead of reading the bind error"

