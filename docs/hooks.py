@@ -3,7 +3,9 @@ argument parser, so neither can drift. (The tutorials come in through the symlin
 
 from __future__ import annotations
 
+import os
 import re
+import shutil
 from pathlib import Path
 
 from mkdocs.structure.files import File, Files
@@ -11,10 +13,22 @@ from mkdocs.structure.files import File, Files
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def on_files(files: Files, config) -> Files:  # noqa: ANN001 - mkdocs' config object
+def on_files(files: Files, config) -> Files:
     files.append(File.generated(config, "index.md", content=readme()))
     files.append(File.generated(config, "reference/cli.md", content=cli_reference()))
+    executed = os.environ.get("SERVEKIT_DOCS_NOTEBOOKS")
+    if executed:
+        with_outputs(files, Path(executed))
     return files
+
+
+def with_outputs(files: Files, executed: Path) -> None:
+    """Each tutorial page from its copy in ``executed`` (the notebooks as the test command ran them, outputs
+    included: conftest.py writes them), where there is one; the stored notebooks have no outputs."""
+    for path in sorted(executed.glob("*.ipynb")):
+        page = files.get_file_from_path(f"notebooks/{path.name}")
+        if page is not None:
+            page.abs_src_path = str(path)  # mkdocs-jupyter reads the notebook from here
 
 
 def readme() -> str:
@@ -44,6 +58,25 @@ def cli_reference() -> str:
 _ROLE = re.compile(r":(?:class|func|meth|attr|data|mod|exc|obj):(?=<code>)")
 
 
-def on_page_content(html: str, page, config, files) -> str:  # noqa: ANN001 - mkdocs' objects
-    """Docstrings name objects the Sphinx way (:class:`Server`); the API pages show just the name, as code."""
+def on_page_content(html: str, page, config, files) -> str:
+    """Docstrings name objects the Sphinx way (:class:`Server`); the API pages show just the name, as code. A page
+    with plotly charts (a tutorial with a run's outputs) loads plotly.js from the site itself."""
+    if 'class="plotly-graph-div"' in html:
+        up = "../" * page.url.count("/")
+        html = f'<script src="{up}{PLOTLY_JS}"></script>\n' + html
     return _ROLE.sub("", html)
+
+
+PLOTLY_JS = "assets/javascripts/plotly.min.js"
+
+
+def on_post_build(config) -> None:
+    """plotly.js (the one the plotly package ships) into the site, for the tutorials' charts: no CDN needed."""
+    try:
+        import plotly
+    except ImportError:
+        return
+    bundled = Path(plotly.__file__).parent / "package_data" / "plotly.min.js"
+    target = Path(config["site_dir"]) / PLOTLY_JS
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(bundled, target)
