@@ -307,6 +307,7 @@ def test_launcher_starts_a_server_and_the_chat_panel_streams_a_reply(lab: Lab) -
             _wait_for_text(page, stats, "TTFT", 60)
             reply = chat.inner_text()
             chat.screenshot(path=str(ARTIFACTS / "browser-chat.png"))
+            memory = _memory_of_tree(lab.process.pid)  # what a Binder session holds here, browser aside
 
             launcher.locator(".servekit-panel .servekit-stop").first.click()
             _wait_for_text(page, launcher.locator(".servekit-panel .servekit-state").first, "stopped", 60)
@@ -318,6 +319,28 @@ def test_launcher_starts_a_server_and_the_chat_panel_streams_a_reply(lab: Lab) -
     assert "night dark cold" in reply, reply
     assert "tokens/s" in stats_text(reply) and "completion tokens" in reply, reply
     assert servekit.running() == [], "Stop left the server listed"
+    (ARTIFACTS / "browser-memory.json").write_text(json.dumps(memory, indent=1))
+    print(f"\nJupyterLab session with a demo llama.cpp server and a chat: {memory}")
+    # Binder gives a session ~2 GB: JupyterLab, its proxy, the kernel with servekit's widgets and the demo server
+    assert memory["llama-server"] > 0 and memory["total_mb"] < 2048, memory
+
+
+def _memory_of_tree(pid: int) -> dict:
+    """Proportional set size (shared pages split among their users) of ``pid`` and all its descendants, in MB:
+    the total and per program (JupyterLab, the kernel, llama-server, servekit's watchdog)."""
+    parent = psutil.Process(pid)
+    by_program: dict[str, float] = {}
+    for proc in [parent, *parent.children(recursive=True)]:
+        try:
+            pss = proc.memory_full_info().pss / 2**20
+            command = " ".join(proc.cmdline())
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+        name = ("llama-server" if "llama-server" in command or "_llamacpp_prebuilt" in command else
+                "kernel" if "ipykernel" in command else "jupyterlab" if proc.pid == pid else
+                "watchdog" if "_watchdog" in command else proc.name())
+        by_program[name] = round(by_program.get(name, 0.0) + pss, 1)
+    return {**by_program, "total_mb": round(sum(by_program.values()), 1)}
 
 
 def stats_text(chat_text: str) -> str:
