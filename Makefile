@@ -26,10 +26,14 @@ engines: venv
 	$(MAKE) -j4 --no-print-directory engine-llamacpp engine-vllm engine-sglang demo-hf
 	$(BIN)/servekit demo build
 
-# llama.cpp: the compiled llama-server too (the tests run both it and the prebuilt server, and compare the
-# prebuilt package's quantizer with its llama-quantize).
+# llama.cpp: the compiled llama-server too where CMake and a C++ compiler are found (the tests then run both it and
+# the prebuilt server, and compare the prebuilt package's quantizer with its llama-quantize); elsewhere the prebuilt
+# server only, and the tests of the compiled build say they were skipped and why.
 engine-llamacpp: venv
-	$(BIN)/servekit install llamacpp --build
+	@if $(BIN)/python -c "import sys; from servekit.engines.llamacpp import missing_build_tools; sys.exit(bool(missing_build_tools()))"; \
+	then echo "$(BIN)/servekit install llamacpp --build" && $(BIN)/servekit install llamacpp --build; \
+	else echo "No CMake or C++ compiler here: llama.cpp's prebuilt server only (the compiled build's tests will be skipped)" \
+	     && $(BIN)/servekit install llamacpp; fi
 
 engine-vllm engine-sglang: venv
 	$(BIN)/servekit install $(patsubst engine-%,%,$@)-cpu

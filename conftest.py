@@ -60,15 +60,7 @@ class ExecutedNotebook:
     def record(self, item: Any) -> None:
         """The outputs nbval read for ``item``'s cell, into the copy; the copy is written out."""
         index = next(i for i, cell in enumerate(self.source.cells) if cell is item.cell)
-        outputs = copy.deepcopy(list(getattr(item, "test_outputs", None) or []))
-        shown = iter(self._shown_ids)
-        for output in outputs:
-            if output.get("output_type") in ("display_data", "execute_result"):
-                display_id = next(shown, None)
-                if display_id:
-                    self._by_display_id.setdefault(display_id, []).append(output)
-                    if display_id in self._updates:  # updated while its cell still ran
-                        _update(output, self._updates[display_id])
+        outputs = self._outputs(item)
         if index == self._last_cell:
             self._drain()
         self.count += 1
@@ -78,6 +70,20 @@ class ExecutedNotebook:
             if output.get("output_type") == "execute_result":
                 output["execution_count"] = self.count
         self.write()
+
+    def _outputs(self, item: Any) -> list[Any]:
+        """The cell's outputs as a page can show them: displays tied to their ids (and updated), stale widget
+        views left out."""
+        outputs = copy.deepcopy(list(getattr(item, "test_outputs", None) or []))
+        shown = iter(self._shown_ids)
+        for output in outputs:
+            if output.get("output_type") in ("display_data", "execute_result"):
+                display_id = next(shown, None)
+                if display_id:
+                    self._by_display_id.setdefault(display_id, []).append(output)
+                    if display_id in self._updates:  # updated while its cell still ran
+                        _update(output, self._updates[display_id])
+        return [output for output in outputs if not _widget_only(output)]
 
     def _drain(self, seconds: float = 3.0) -> None:
         """Display updates that come after the last cell (a panel's final copy once its server has stopped)."""
@@ -99,6 +105,14 @@ class ExecutedNotebook:
 
         EXECUTED.mkdir(parents=True, exist_ok=True)
         nbformat.write(self.copy, str(self.path))
+
+
+def _widget_only(output: Any) -> bool:
+    """A widget view whose only other form is its first repr (a progress bar's "0%"): its state lives in the
+    kernel, not in the output, so a page would show that stale text. servekit's widgets add a static HTML copy."""
+    data = output.get("data") or {}
+    return "application/vnd.jupyter.widget-view+json" in data and not set(data) - {
+        "application/vnd.jupyter.widget-view+json", "text/plain"}
 
 
 def _update(output: Any, content: dict) -> None:

@@ -539,19 +539,34 @@ def _download_llama_cpp_sources(root: Path, log_path: Path, progress: Progress |
         return _unpack_vendored_llama_cpp(next(Path(tmp).glob("*.tar.gz")), root)
 
 
+def missing_build_tools() -> str | None:
+    """What compiling llama-server lacks here (CMake, a C++ compiler), or None."""
+    if shutil.which("cmake") is None:
+        return "no cmake on PATH"
+    if not (shutil.which("c++") or shutil.which("g++") or shutil.which("clang++")):
+        return "no C++ compiler on PATH"
+    return None
+
+
+def compiled_build_installed() -> bool:
+    """servekit's own compiled llama-server and llama-quantize are in the user cache."""
+    return all((build_root() / "bin" / target).is_file() for target in TARGETS)
+
+
 def build_llama_cpp(progress: Progress | None = None, force: bool = False) -> Path:
     """Build ``llama-server`` and ``llama-quantize`` from the llama-cpp-python sdist; return the bin folder."""
     from ..envs import run_logged
 
     root = build_root()
     bin_dir = root / "bin"
-    if not force and all((bin_dir / t).is_file() for t in TARGETS) and (root / "src" / "convert_hf_to_gguf.py").is_file():
+    if not force and compiled_build_installed() and (root / "src" / "convert_hf_to_gguf.py").is_file():
         return bin_dir
     say = progress or (lambda line: None)
-    cmake = shutil.which("cmake")
-    if cmake is None or not (shutil.which("c++") or shutil.which("g++") or shutil.which("clang++")):
-        raise BuildError("Building llama-server needs CMake and a C++ compiler: `pip install cmake` and "
-                         "`apt-get install build-essential` (or your platform's equivalent), then retry.")
+    missing = missing_build_tools()
+    if missing:
+        raise BuildError(f"Building llama-server needs CMake and a C++ compiler ({missing}): `pip install cmake` "
+                         "and `apt-get install build-essential` (or your platform's equivalent), then retry.")
+    cmake = str(shutil.which("cmake"))
     root.mkdir(parents=True, exist_ok=True)
     log_path = root / "build.log"
     log_path.unlink(missing_ok=True)

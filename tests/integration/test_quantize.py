@@ -42,7 +42,8 @@ def _metadata(path: Path) -> dict[str, object]:
 
 
 @pytest.mark.parametrize("kind", list(quantizer.LADDER))
-def test_the_same_tensors_as_llama_quantize(f16, kind, tmp_path):
+def test_the_same_tensors_as_llama_quantize(f16, kind, tmp_path, compiled_build):
+    """The reference is llama-quantize, from the compiled build."""
     ours = quantizer.quantize(f16, tmp_path / f"ours-{kind}.gguf", kind)
     theirs = tmp_path / f"llama-quantize-{kind}.gguf"
     subprocess.run([str(llamacpp.llama_quantize_binary()), str(f16), str(theirs), kind], check=True,

@@ -151,3 +151,20 @@ def test_build_takes_only_llama_cpp_python_from_source_and_reuses_unpacked_sourc
     llamacpp.build_llama_cpp(force=True)
     downloads = [cmd for cmd in ran if "download" in cmd]
     assert len(downloads) == 2 and ":all:" not in downloads[1], "--force fetches the sources again, wheels for tools"
+
+
+def test_what_a_build_lacks_is_named(monkeypatch):
+    """`make test` compiles llama-server only where nothing is missing; the build's error names what is."""
+    from servekit.engines import llamacpp
+    from servekit.errors import BuildError
+
+    found = {"cmake": "/usr/bin/cmake", "g++": "/usr/bin/g++"}
+    monkeypatch.setattr("shutil.which", lambda name: found.get(name))
+    assert llamacpp.missing_build_tools() is None
+    del found["g++"]
+    assert llamacpp.missing_build_tools() == "no C++ compiler on PATH"
+    del found["cmake"]
+    assert llamacpp.missing_build_tools() == "no cmake on PATH"
+    monkeypatch.setenv("SERVEKIT_CACHE_DIR", "/nonexistent/servekit-cache")
+    with pytest.raises(BuildError, match=r"CMake and a C\+\+ compiler \(no cmake on PATH\)"):
+        llamacpp.build_llama_cpp()
