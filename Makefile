@@ -3,7 +3,8 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: demo test unit docs venv engines engine-llamacpp engine-vllm engine-sglang demo-hf lab clean
+.PHONY: demo test unit docs venv engines test-engines engine-llamacpp engine-llamacpp-prebuilt engine-vllm engine-sglang \
+        demo-hf lab clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +27,13 @@ engines: venv
 	$(MAKE) -j4 --no-print-directory engine-llamacpp engine-vllm engine-sglang demo-hf
 	$(BIN)/servekit demo build
 
+# What `make test` installs before pytest starts: the same without the compile. Where the compiled llama-server is
+# missing but CMake and a C++ compiler are found, the test session builds it in the background at the lowest CPU
+# priority and runs its tests last (tests/conftest.py: BackgroundBuild); elsewhere they are skipped, saying why.
+test-engines: venv
+	$(MAKE) -j4 --no-print-directory engine-llamacpp-prebuilt engine-vllm engine-sglang demo-hf
+	$(BIN)/servekit demo build
+
 # llama.cpp: the compiled llama-server too where CMake and a C++ compiler are found (the tests then run both it and
 # the prebuilt server, and compare the prebuilt package's quantizer with its llama-quantize); elsewhere the prebuilt
 # server only, and the tests of the compiled build say they were skipped and why.
@@ -35,13 +43,16 @@ engine-llamacpp: venv
 	else echo "No CMake or C++ compiler here: llama.cpp's prebuilt server only (the compiled build's tests will be skipped)" \
 	     && $(BIN)/servekit install llamacpp; fi
 
+engine-llamacpp-prebuilt: venv
+	$(BIN)/servekit install llamacpp
+
 engine-vllm engine-sglang: venv
 	$(BIN)/servekit install $(patsubst engine-%,%,$@)-cpu
 
 demo-hf: venv
 	$(BIN)/servekit demo build --hf-only
 
-test: engines
+test: test-engines
 	$(BIN)/python -m pytest -v -ra --durations=50 tests notebooks --nbval-lax
 
 unit: venv

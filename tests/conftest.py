@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
+import signal
+import subprocess
+import sys
 import tempfile
+import time
+from pathlib import Path
 
 # Always a state directory of the test session's own — never the user's (an exported SERVEKIT_STATE_DIR
 # would let the autouse stop_all() below stop the user's servers). Set before servekit is imported
@@ -18,7 +25,7 @@ import pytest  # noqa: E402
 
 @pytest.fixture(scope="session")
 def llama_server_ready() -> None:
-    """llama-server built (or found) once per session; `make test` builds it before pytest starts."""
+    """llama.cpp's server found (or installed) once per session; `make test` installs it before pytest starts."""
     from servekit.engines import get_engine
 
     engine = get_engine("llamacpp")
@@ -27,12 +34,125 @@ def llama_server_ready() -> None:
     assert engine.available(), "llama-server could not be installed"
 
 
-def skip_without_compiled_build() -> None:
-    """The compiled llama.cpp build's tests need that build: `make test` compiles it where CMake and a C++ compiler
-    are found (CI has both), and installs the prebuilt server only elsewhere. Where the tools are here, a missing
-    build fails the test instead: something that should have been built was not."""
+# -- the compiled llama-server, built while the tests run ----------------------------------------------------------
+class BackgroundBuild:
+    """``servekit install llamacpp --build`` at the lowest CPU priority while the tests run, into a cache folder of
+    its own: on a fresh machine `make test` starts testing without waiting ~5 minutes for the compile (the tests
+    leave one of the two cores idle much of the time: an engine's start is mostly single-threaded imports).
+
+    The binaries join the user cache only when the first test of the compiled build asks for them, so the tests
+    before it run on the prebuilt server, as on a machine without a compiler, and none sees the switch midway.
+    """
+
+    WAIT_S = 1800  # the compile at nice 19 on 2 busy cores; ~5 min on idle ones
+
+    def __init__(self) -> None:
+        self.folder = Path(tempfile.mkdtemp(prefix="servekit-llama-build-"))
+        self.log = self.folder / "install.log"
+        with open(self.log, "wb") as log:
+            self.process = subprocess.Popen(
+                ["nice", "-n", "19", sys.executable, "-m", "servekit.cli", "install", "llamacpp", "--build"],
+                env={**os.environ, "SERVEKIT_CACHE_DIR": str(self.folder / "cache")},
+                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+        # Linux schedules each session as one group (autogroup) and shares the CPU fairly between groups whatever
+        # their processes' nice values: a nice-19 build in a session of its own took half a core from the tests
+        # (a 12 s test set-up took 40 s). The group's own nice value ranks it below the tests' groups.
+        with contextlib.suppress(OSError):  # no autogroups here (or not Linux): nice 19 alone
+            Path(f"/proc/{self.process.pid}/autogroup").write_text("19")
+        self.started = time.monotonic()
+        self.finished: float | None = None
+        self.failure = ""
+
+    def built_bin_dir(self) -> Path:
+        from servekit.engines.llamacpp import build_root
+
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setenv("SERVEKIT_CACHE_DIR", str(self.folder / "cache"))
+            return build_root() / "bin"
+
+    def install(self) -> None:
+        """Waits for the build (bounded), then puts its binaries into the user cache; fails with its log if it failed."""
+        from servekit.engines.llamacpp import build_root, install_binaries
+
+        if self.finished is None:
+            try:
+                code = self.process.wait(timeout=max(1.0, self.WAIT_S - (time.monotonic() - self.started)))
+            except subprocess.TimeoutExpired:
+                code = None
+            self.finished = time.monotonic()
+            if code == 0:
+                install_binaries(self.built_bin_dir(), build_root() / "bin")
+            else:
+                why = f"failed (exit {code})" if code is not None else f"took over {self.WAIT_S} s"
+                self.failure = f"the background llama.cpp build {why}: {self.tail()}"
+                self.stop()
+        if self.failure:
+            pytest.fail(self.failure)
+
+    def summary(self) -> str:
+        if self.finished is None:
+            return "the compiled llama-server's background build was stopped unfinished (no test asked for it)"
+        outcome = "failed" if self.failure else "finished"
+        return (f"the compiled llama-server's background build (nice 19) {outcome} "
+                f"{self.finished - self.started:.0f} s after the tests started; its tests ran last")
+
+    def tail(self) -> str:
+        return self.log.read_text(errors="replace")[-3000:]
+
+    def stop(self) -> None:
+        """Stops a build still running (its whole process group) and removes its folder."""
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait(timeout=20)
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+_BACKGROUND_BUILD: list[BackgroundBuild] = []
+
+
+def _needs_compiled_build(item: pytest.Item) -> bool:
+    callspec = getattr(item, "callspec", None)
+    return "compiled_build" in getattr(item, "fixturenames", ()) or (
+        callspec is not None and callspec.params.get("llama_build") == "compiled")
+
+
+@pytest.hookimpl(trylast=True)  # after pytest's own reordering (it groups the tests of a parametrized fixture)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Where the compiled llama-server is missing but can be built, its build starts now in the background and its
+    tests move to the end of the session, before only the ``after_notebooks`` tests (stable sort: everything else
+    keeps its order)."""
     from servekit.engines.llamacpp import compiled_build_installed, missing_build_tools
 
+    if config.option.collectonly or not any(_needs_compiled_build(item) for item in items):
+        return
+    if compiled_build_installed() or missing_build_tools():
+        return
+    _BACKGROUND_BUILD.append(BackgroundBuild())
+    items.sort(key=lambda item: (item.get_closest_marker("after_notebooks") is not None, _needs_compiled_build(item)))
+
+
+def pytest_sessionfinish() -> None:
+    for build in _BACKGROUND_BUILD:
+        build.stop()
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    for build in _BACKGROUND_BUILD:
+        terminalreporter.write_line(build.summary())
+
+
+def skip_without_compiled_build() -> None:
+    """The compiled llama.cpp build's tests need that build: `make test` compiles it in the background where CMake and a
+    C++ compiler are found (CI has both; see :class:`BackgroundBuild`) and skips these tests elsewhere. Where the
+    tools are here, a missing build fails the test instead: something that should have been built was not."""
+    from servekit.engines.llamacpp import compiled_build_installed, missing_build_tools
+
+    for build in _BACKGROUND_BUILD:
+        build.install()
     missing = missing_build_tools()
     if missing and not compiled_build_installed():
         pytest.skip(f"the compiled llama-server cannot be built on this machine ({missing})")

@@ -582,12 +582,20 @@ def build_llama_cpp(progress: Progress | None = None, force: bool = False) -> Pa
         jobs = str(os.cpu_count() or 2)
         say(f"compiling {', '.join(TARGETS)} with {jobs} jobs (about 5 minutes on 2 cores)")
         run_logged([cmake, "--build", str(build_dir), "-j", jobs, "--target", *TARGETS], log_path, progress)
-        bin_dir.mkdir(exist_ok=True)
-        for target in TARGETS:
-            shutil.copy2(build_dir / "bin" / target, bin_dir / target)
+        install_binaries(build_dir / "bin", bin_dir)
     say(f"built {', '.join(TARGETS)} in {time.monotonic() - started:.0f} s into {bin_dir}")
-    _binary_version.cache_clear()
     return bin_dir
+
+
+def install_binaries(built: Path, bin_dir: Path) -> None:
+    """Copy ``llama-server`` and ``llama-quantize`` from ``built`` into ``bin_dir``, each one whole or not at all:
+    a server started while a build finishes finds either no binary or a complete one."""
+    bin_dir.mkdir(parents=True, exist_ok=True)
+    for target in TARGETS:
+        partial = bin_dir / f".{target}.partial"
+        shutil.copy2(built / target, partial)
+        os.replace(partial, bin_dir / target)
+    _binary_version.cache_clear()
 
 
 def _unpack_vendored_llama_cpp(sdist: Path, root: Path) -> Path:

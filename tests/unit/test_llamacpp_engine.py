@@ -1,5 +1,6 @@
 """llama.cpp's spec -> command line mapping and model resolution (no server)."""
 
+import os
 from pathlib import Path
 
 import pytest
@@ -168,3 +169,23 @@ def test_what_a_build_lacks_is_named(monkeypatch):
     monkeypatch.setenv("SERVEKIT_CACHE_DIR", "/nonexistent/servekit-cache")
     with pytest.raises(BuildError, match=r"CMake and a C\+\+ compiler \(no cmake on PATH\)"):
         llamacpp.build_llama_cpp()
+
+
+def test_a_new_build_replaces_each_binary_whole(tmp_path):
+    """A server that started on the old binary keeps reading it, and one starting now finds a complete file:
+    the test session installs its background build while servers run (tests/conftest.py), as a user may."""
+    from servekit.engines import llamacpp
+
+    built, bin_dir = tmp_path / "build", tmp_path / "bin"
+    built.mkdir()
+    bin_dir.mkdir()
+    for target in llamacpp.TARGETS:
+        (built / target).write_bytes(b"new " * 1000)
+        (built / target).chmod(0o755)
+        (bin_dir / target).write_bytes(b"old " * 1000)
+    with open(bin_dir / "llama-server", "rb") as running:
+        llamacpp.install_binaries(built, bin_dir)
+        assert running.read() == b"old " * 1000, "the open binary was overwritten in place"
+    assert sorted(p.name for p in bin_dir.iterdir()) == sorted(llamacpp.TARGETS), "no partial copy is left"
+    for target in llamacpp.TARGETS:
+        assert (bin_dir / target).read_bytes() == b"new " * 1000 and os.access(bin_dir / target, os.X_OK)
