@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -60,8 +61,14 @@ class BackgroundBuild:
         with contextlib.suppress(OSError):  # no autogroups here (or not Linux): nice 19 alone
             Path(f"/proc/{self.process.pid}/autogroup").write_text("19")
         self.started = time.monotonic()
-        self.finished: float | None = None
+        self.ended: float | None = None  # when the build process exited (a thread waits for it)
+        self.finished: float | None = None  # when its binaries were installed, or its failure seen
         self.failure = ""
+        threading.Thread(target=self._note_the_end, daemon=True).start()
+
+    def _note_the_end(self) -> None:
+        self.process.wait()
+        self.ended = time.monotonic()
 
     def built_bin_dir(self) -> Path:
         from servekit.engines.llamacpp import build_root
@@ -93,8 +100,9 @@ class BackgroundBuild:
         if self.finished is None:
             return "the compiled llama-server's background build was stopped unfinished (no test asked for it)"
         outcome = "failed" if self.failure else "finished"
-        return (f"the compiled llama-server's background build (nice 19) {outcome} "
-                f"{self.finished - self.started:.0f} s after the tests started; its tests ran last")
+        ended = f"{self.ended - self.started:.0f} s" if self.ended is not None else "?"
+        return (f"the compiled llama-server's background build (nice 19) {outcome} {ended} after the tests started; "
+                f"its tests ran last, from {self.finished - self.started:.0f} s")
 
     def tail(self) -> str:
         return self.log.read_text(errors="replace")[-3000:]
@@ -102,11 +110,13 @@ class BackgroundBuild:
     def stop(self) -> None:
         """Stops a build still running (its whole process group) and removes its folder."""
         if self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
+            with contextlib.suppress(ProcessLookupError):  # it may have ended a moment ago
+                os.killpg(self.process.pid, signal.SIGTERM)
             try:
                 self.process.wait(timeout=20)
             except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self.process.pid, signal.SIGKILL)
                 self.process.wait(timeout=20)
         shutil.rmtree(self.folder, ignore_errors=True)
 

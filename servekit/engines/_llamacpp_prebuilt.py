@@ -154,6 +154,7 @@ FLAGS: dict[tuple[str, ...], tuple[bool, Setter]] = {
     ("--top-k",): (True, _set("sampling.top_k", _int)),
     ("--top-p",): (True, _set("sampling.top_p", float)),
     ("--min-p",): (True, _set("sampling.min_p", float)),
+    ("--ignore-eos",): (False, _flag("sampling.ignore_eos", True)),
     ("-lv", "--verbosity", "--log-verbosity"): (True, _set("verbosity", _int)),
 }
 _BY_NAME = {name: spec for names, spec in FLAGS.items() for name in names}
@@ -166,6 +167,7 @@ def parse(argv: list[str]) -> Any:
     params = xllamacpp.CommonParams()
     params.endpoint_slots = False  # llama-server's defaults: /slots and /metrics only when asked
     params.endpoint_metrics = False
+    params.n_parallel = -1  # llama-server's default: automatic slots (CommonParams' own default is 1)
     i = 0
     while i < len(argv):
         arg = argv[i]
@@ -185,6 +187,8 @@ def parse(argv: list[str]) -> Any:
         i += 1
     if not params.model.path and not params.model.hf_repo:
         raise BadFlag("invalid argument: no model given (-m FILE.gguf or -hf REPO)")
+    if params.n_parallel < 0:  # as llama-server resolves "auto": 4 slots sharing one KV pool
+        params.n_parallel, params.kv_unified = 4, True
     return params
 
 

@@ -163,7 +163,9 @@ def test_dashboard_in_jupyterlab(lab: Lab) -> None:
             page.screenshot(path=str(ARTIFACTS / "browser-dashboard.png"), full_page=True)
             page.locator(".servekit-dashboard").first.screenshot(path=str(ARTIFACTS / "browser-dashboard-widget.png"))
             pid = int(page.locator(".servekit-panel .servekit-pid").first.inner_text())
-            assert psutil.pid_exists(pid) and "llama" in psutil.Process(pid).name(), f"no engine at pid {pid}"
+            # llama-server itself, or the prebuilt server's Python (-m servekit.engines._llamacpp_prebuilt)
+            engine_command = " ".join(psutil.Process(pid).cmdline()) if psutil.pid_exists(pid) else ""
+            assert "llama" in engine_command, f"no llama.cpp server at pid {pid}: {engine_command!r}"
             bench_points = _wait_for_bench(page, 180)
             page.locator(".servekit-bench-chart").first.scroll_into_view_if_needed()
             page.screenshot(path=str(ARTIFACTS / "browser-bench.png"), full_page=True)

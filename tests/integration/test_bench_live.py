@@ -1,5 +1,5 @@
-"""servekit.bench against real engines on 127.0.0.1: llama-server with the demo model (most tests), and the
-same run against vLLM on the CPU and SGLang's CPU mode (one cold start each, ~60 s on 2 cores)."""
+"""servekit.bench against real engines on 127.0.0.1: llama-server with the demo model. The same run against vLLM on
+the CPU and SGLang's CPU mode is in test_demo_tools (it shares their servers with the tool-calling tests)."""
 
 from __future__ import annotations
 
@@ -178,31 +178,3 @@ def test_sweep_over_two_servers_makes_one_table(llama):
     assert (table["failed"] == 0).all() and table["engine"].eq("llamacpp").all()
     figure = bench.plot(table)
     assert [trace.name for trace in figure.data] == ["slots-4", "again"]
-
-
-# -- the same run against vLLM and SGLang on the CPU ----------------------------------------------
-def same_run_checks(server, counter_before: float) -> None:
-    result = bench.run(server, concurrency=2, requests=8, input_tokens=32, output_tokens=16, progress=False)
-    records = result.records
-    assert result.summary["failed"] == 0, result.summary["errors"]
-    assert (records["output_tokens"] == 16).all()  # ignore_eos + min_tokens
-    assert (records["prompt_tokens"] == 32).all()  # the server's tokenizer endpoint checked the length
-    assert (records["token_counts"] == "per-chunk").all()  # continuous_usage_stats
-    assert (records["itl_ms"].map(len) + records["first_chunk_tokens"] == 16).all()
-    assert generated(server) - counter_before == records["output_tokens"].sum()
-
-
-@pytest.mark.parametrize("engine_name", ["vllm", "sglang"])
-def test_the_same_run_against_vllm_and_sglang_on_the_cpu(engine_name):
-    from servekit.engines import get_engine
-
-    engine = get_engine(engine_name)
-    if not engine.available():
-        engine.install(progress=print)
-    eager = ["--enforce-eager"] if engine_name == "vllm" else []  # vLLM: no torch.compile at start
-    server = servekit.serve(engine_name, "demo", name=f"bench-{engine_name}", ctx=512, parallel=4, timeout=900,
-                            extra_args=eager)
-    try:
-        same_run_checks(server, generated(server))
-    finally:
-        server.stop()

@@ -1,4 +1,6 @@
-"""Tool calling and constrained output with the trained demo model, through a real llama-server.
+"""Tool calling and constrained output with the trained demo model, through a real llama-server, and through
+vLLM's and SGLang's CPU builds with their own tool parsers (whose servers also take the load generator's same-run
+check).
 
 The demo model learned two tool tasks (``servekit.demo.tasks``): answer ``add 417 and 385`` with a Hermes
 ``<tool_call>`` and, once the tool's result is sent back, with ``the answer is 802``. llama-server parses the
@@ -21,6 +23,17 @@ pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("llama_server_rea
 
 ANSWER_SCHEMA = {"type": "object", "properties": {"answer": {"type": "integer"}}, "required": ["answer"],
                  "additionalProperties": False}
+_SHARED: set[str] = set()  # names of the vLLM and SGLang servers this module's tests share
+
+
+@pytest.fixture(autouse=True)
+def _no_server_outlives_a_test():
+    """As in conftest, except for the vLLM or SGLang server shared by this module's tests of that engine."""
+    yield
+    strays = [s for s in servekit.running() if s.name not in _SHARED]
+    for stray in strays:
+        stray.stop()
+    assert not strays, f"test left servers running: {[s.name for s in strays]}"
 
 
 @pytest.fixture(scope="module")
@@ -168,23 +181,54 @@ def test_llama_cpp_obeys_each_constraint_it_has_and_refuses_regex(tool_server):
 
 
 # -- the same model on vLLM and SGLang (CPU builds): their own tool parsers read its calls -------------
-@pytest.mark.parametrize(("engine", "parser"), [("vllm", "hermes"), ("sglang", "qwen25")])
-def test_other_engines_parse_the_same_calls(built, engine, parser):
-    """vLLM's ``hermes`` and SGLang's ``qwen25`` parsers on the HF export, chat template and all; and every
-    kind of constraint, asked through ``constraint_options``."""
+# One server per engine (a vLLM or SGLang start costs 20-30 s on 2 cores) carries both tests of that engine.
+@pytest.fixture(scope="module", params=[("vllm", "hermes"), ("sglang", "qwen25")], ids=["vllm-hermes", "sglang-qwen25"])
+def other_engine(request, built):
+    """The demo model (HF export, chat template and all) on vLLM's or SGLang's CPU build with that engine's own
+    tool parser: ``hermes`` for vLLM, ``qwen25`` for SGLang."""
     from servekit.engines import get_engine
 
+    engine, parser = request.param
     eng = get_engine(engine)
     if not eng.available():
         eng.install(progress=print)
     eager = ["--enforce-eager"] if engine == "vllm" else []  # vLLM: no torch.compile at start
-    with servekit.serve(engine, "demo", tool_parser=parser, ctx=512, parallel=4, timeout=900,
-                        extra_args=eager) as server:
-        calls = demo.evaluate(server, n=50, task="tool_call", logprobs=False)
-        answers = demo.evaluate(server, n=50, task="tool_answer", logprobs=False)
-        chat = demo.chat_with_tools(server, "add 417 and 385")
-        assert_constraints_obeyed(server, ("choice", "regex", "grammar", "json_schema"))  # all four: both engines
-    print(engine, calls, answers, chat.calls, chat.answer)
+    server = servekit.serve(engine, "demo", name=f"tools-{engine}", tool_parser=parser, ctx=512, parallel=4,
+                            timeout=900, extra_args=eager)
+    _SHARED.add(server.name)
+    try:
+        yield server
+    finally:
+        _SHARED.discard(server.name)
+        server.stop()
+
+
+def test_other_engines_parse_the_same_calls(other_engine):
+    """vLLM's ``hermes`` and SGLang's ``qwen25`` parsers read the demo model's calls; and every kind of
+    constraint, asked through ``constraint_options``, is obeyed."""
+    server = other_engine
+    calls = demo.evaluate(server, n=50, task="tool_call", logprobs=False)
+    answers = demo.evaluate(server, n=50, task="tool_answer", logprobs=False)
+    chat = demo.chat_with_tools(server, "add 417 and 385")
+    assert_constraints_obeyed(server, ("choice", "regex", "grammar", "json_schema"))  # all four: both engines
+    print(server.engine.name, calls, answers, chat.calls, chat.answer)
     assert calls.accuracy >= 0.9, calls["tool_call"].failures()
     assert answers.accuracy >= 0.9, answers["tool_answer"].failures()
     assert chat.calls == [("add", {"a": 417, "b": 385})] and "802" in chat.answer
+
+
+def test_the_same_load_generator_run_against_vllm_and_sglang_on_the_cpu(other_engine):
+    """servekit.bench against vLLM and SGLang (test_bench_live runs it against llama-server): exact prompt and
+    output lengths, per-chunk token counts, and the run's output tokens equal to the server's own counter."""
+    from servekit import bench
+
+    server = other_engine
+    counter_before = server.metrics()["generation_tokens_total"]
+    result = bench.run(server, concurrency=2, requests=8, input_tokens=32, output_tokens=16, progress=False)
+    records = result.records
+    assert result.summary["failed"] == 0, result.summary["errors"]
+    assert (records["output_tokens"] == 16).all()  # ignore_eos + min_tokens
+    assert (records["prompt_tokens"] == 32).all()  # the server's tokenizer endpoint checked the length
+    assert (records["token_counts"] == "per-chunk").all()  # continuous_usage_stats
+    assert (records["itl_ms"].map(len) + records["first_chunk_tokens"] == 16).all()
+    assert server.metrics()["generation_tokens_total"] - counter_before == records["output_tokens"].sum()

@@ -140,14 +140,17 @@ def test_validate_reports_sglang_own_message(engine, model):
 
 # -- (b) a real SGLang server on the CPU ------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def server(engine, model):
-    """The module's server. Its start also proves the port move (one SGLang start less than a test of its own):
-    another program holds the first port servekit picks while SGLang loads, see
-    ``test_a_port_taken_while_sglang_starts_moves_it_to_another``."""
+def server(engine, model, ipython):
+    """The module's server, started as a notebook starts it: ``%serve sglang MODEL`` with no device named (there is
+    no GPU here: servekit picks SGLang's CPU mode itself), see ``test_percent_serve_picked_cpu_mode_and_chat_talks_to_it``.
+    Its start also proves the port move (one SGLang start less than a test of its own): another program holds the
+    first port servekit picks while SGLang loads, see ``test_a_port_taken_while_sglang_starts_moves_it_to_another``."""
+    from IPython.utils.capture import capture_output
+
     began = time.monotonic()
-    with _first_port_taken() as race:
-        started = servekit.serve("sglang", model, cpu=True, name="sglang-cpu-test", timeout=600)
-    _PORT_RACE.update(race, took=time.monotonic() - began)
+    with _first_port_taken() as race, capture_output() as said:
+        started = ipython.run_line_magic("serve", f"sglang {model} --name sglang-cpu-test --timeout 600")
+    _PORT_RACE.update(race, took=time.monotonic() - began, said=said.stdout)
     _SHARED["name"] = started.name
     try:
         yield started
@@ -190,6 +193,18 @@ def test_chat(server):
     assert reply.usage.completion_tokens == 8
     assert reply.choices[0].message.content
     assert reply.model == server.model
+
+
+def test_percent_serve_picked_cpu_mode_and_chat_talks_to_it(server, ipython):
+    from IPython.utils.capture import capture_output
+
+    assert "sglang-cpu-test is ready at http://127.0.0.1:" in _PORT_RACE["said"], _PORT_RACE["said"]
+    command = server.record.command
+    assert command[command.index("--device") + 1] == "cpu"  # no GPU here: CPU mode was chosen by itself
+    before = server.metrics().get("generation_tokens_total", 0.0)
+    with capture_output():
+        ipython.run_cell_magic("chat", "sglang-cpu-test --max-tokens 8", "Say hello")
+    assert server.metrics()["generation_tokens_total"] >= before + 1
 
 
 def test_a_port_taken_while_sglang_starts_moves_it_to_another(server):
@@ -282,11 +297,16 @@ def test_cpu_mode_is_labelled_and_calls_no_kernel(server):
     assert "was called" not in log  # the torch-native path never calls a kernel
 
 
-def test_stop_leaves_no_process(server):
+def test_stop_leaves_no_process(server, ipython):
+    """``%stop`` (the server was started with ``%serve``) takes SGLang's scheduler and detokenizer with it."""
+    from IPython.utils.capture import capture_output
+
     leader = psutil.Process(server.pid)
     children = leader.children(recursive=True)
     assert children, "SGLang runs a scheduler and a detokenizer process"
-    server.stop()
+    with capture_output() as stopped:
+        ipython.run_line_magic("stop", server.name)
+    assert f"Stopped: {server.name}" in stopped.stdout
     assert not any(_alive(p) for p in [leader, *children])
     assert servekit.server.port_is_free("127.0.0.1", server.port)
     assert servekit.running() == []
@@ -297,25 +317,3 @@ def _alive(proc: psutil.Process) -> bool:
         return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
     except psutil.NoSuchProcess:
         return False
-
-
-def test_serve_magic(engine, model, ipython):
-    from IPython.utils.capture import capture_output
-
-    ip = ipython
-    with capture_output() as started:
-        server = ip.run_line_magic("serve", f"sglang {model} --name sgnb --timeout 600")
-    assert "sgnb is ready at http://127.0.0.1:" in started.stdout
-    try:
-        command = server.record.command
-        assert command[command.index("--device") + 1] == "cpu"  # no GPU here: CPU mode was chosen by itself
-        with capture_output():
-            ip.run_cell_magic("chat", "sgnb --max-tokens 8", "Say hello")
-        assert server.metrics()["generation_tokens_total"] >= 1
-        processes = [psutil.Process(server.pid), *psutil.Process(server.pid).children(recursive=True)]
-    finally:
-        with capture_output() as stopped:
-            ip.run_line_magic("stop", "sgnb")
-    assert "Stopped: sgnb" in stopped.stdout
-    assert not any(_alive(p) for p in processes)
-    assert servekit.running() == []

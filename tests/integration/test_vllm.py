@@ -1,8 +1,9 @@
 """Real vLLM on the CPU on 127.0.0.1: chat, streaming, LoRA at start and at run time, metrics, clean stop, %serve.
 
 vLLM cold starts cost ~60-100 s on 2 cores, so one module-scoped server carries most tests
-(the stop test runs last and stops it), ``%serve vllm demo`` gets a second one, and the bad-flag
-tests fail before or right after vLLM's import.
+(the stop test runs last and stops it), the compile-cache test starts two more (its second one
+through ``%serve vllm demo``), the int8 test one, and the bad-flag tests fail before or right after
+vLLM's import.
 
 The model is the demo model's Hugging Face export with its adapters (``demo+loras``; ``%serve vllm
 demo`` for the magic), built by servekit.demo on first use (``make test`` builds it before pytest).
@@ -73,7 +74,7 @@ def tmp_sockets_before() -> set[str]:
 def server(engine, model, tmp_sockets_before):
     """One vLLM server for the module: the demo adapters loaded at start (``demo+loras``), runtime LoRA on."""
     # --enforce-eager: no torch.compile at start (22 s instead of 50 s cold, 32 s warm, on 2 cores); the compiled
-    # path has its own test below (test_vllm_serve_reuses_its_compile_cache_after_a_stop)
+    # path has its own test below (test_vllm_serve_reuses_its_compile_cache_and_percent_serve_starts_it)
     srv = servekit.serve("vllm", model.ref, name="vllm-it", ctx=512, parallel=8, timeout=900,
                          extra_args=["--enforce-eager"])
     yield srv
@@ -237,52 +238,50 @@ def test_validate_uses_vllms_parser(engine, model):
         engine.validate(spec.replace(extra_args=("--dtype", "float33")))
 
 
-# -- %serve vllm demo in IPython ----------------------------------------------------------------
-def test_magic_serve_vllm(engine, model, ipython):
+# -- the supported entry point, warm restarts, and %serve vllm demo in IPython ---------------------------
+def test_vllm_serve_reuses_its_compile_cache_and_percent_serve_starts_it(engine, model, ipython):
+    """servekit runs `vllm serve` (no deprecated entry point in the log), and vLLM's compile cache outlives the
+    server: a second start of the same model loads the compiled graph instead of compiling it again. The second
+    start is the magic's: ``%serve vllm demo … -- FLAG`` passes FLAG through, ``%%chat`` talks to it and ``%stop``
+    stops it (one vLLM start serves both checks). (benchmarks/bench_vllm_restart.py times a cold start against a
+    warm one.)
+
+    Both starts use the user's cache (``VLLM_CACHE_ROOT``, else ``~/.cache/vllm``) and the settings of the lessons'
+    vLLM servers (``parallel=8``, the model's own context length; both enter vLLM's cache key; the flag passed
+    through does not): on a fresh machine the first start here compiles and 02-three-engines and 05-concurrency
+    then start warm; where the cache is already warm, both starts here load it."""
     from IPython.utils.capture import capture_output
+
+    from servekit.engines.vllm import compile_cache_root
+
+    cache = compile_cache_root()
+    with servekit.serve("vllm", "demo", name="first", parallel=8, timeout=900) as srv:
+        assert srv.client().models.list().data[0].id == srv.model
+        first = srv.logs(100_000)
+    assert not Path(srv.record.run_dir).exists() and cache.is_dir()
 
     ip = ipython
     with capture_output() as started:
-        # --enforce-eager: no torch.compile warm-up (~40 s less on 2 cores); it also checks the `--` pass-through
-        srv = ip.run_line_magic("serve", "vllm demo --name vllm-magic --ctx 256 "
-                                         "--timeout 900 -- --enforce-eager")
+        srv = ip.run_line_magic("serve", "vllm demo --name vllm-magic --parallel 8 --timeout 900 "
+                                         "-- --disable-uvicorn-access-log")
     try:
         assert "vllm-magic is ready at http://127.0.0.1:" in started.stdout
         command = " ".join(srv.record.command)
-        assert srv.engine.name == "vllm" and "--host 127.0.0.1" in command and command.endswith("--enforce-eager")
+        assert srv.engine.name == "vllm" and "--host 127.0.0.1" in command
+        assert command.endswith("--disable-uvicorn-access-log"), command
         with capture_output():
             ip.run_cell_magic("chat", "vllm-magic --max-tokens 8", PROMPT)
         reply = srv.client().chat.completions.create(
             model=srv.model, messages=[{"role": "user", "content": PROMPT}], max_tokens=6, extra_body=IGNORE_EOS)
         assert reply.usage.completion_tokens == 6
+        second = srv.logs(100_000)
     finally:
         with capture_output() as stopped:
             ip.run_line_magic("stop", "vllm-magic")
     assert "Stopped: vllm-magic" in stopped.stdout
-    assert servekit.running() == []
+    assert servekit.running() == [] and not Path(srv.record.run_dir).exists()
 
-
-# -- the supported entry point and warm restarts --------------------------------------------------
-def test_vllm_serve_reuses_its_compile_cache_after_a_stop(engine):
-    """servekit runs `vllm serve` (no deprecated entry point in the log), and vLLM's compile cache outlives the
-    server: a second start of the same model loads the compiled graph instead of compiling it again.
-    (benchmarks/bench_vllm_restart.py times a cold start against a warm one.)
-
-    Both starts use the user's cache (``VLLM_CACHE_ROOT``, else ``~/.cache/vllm``) and the settings of the lessons'
-    vLLM servers (``parallel=8``, the model's own context length; both enter vLLM's cache key): on a fresh machine
-    the first start here compiles and 02-three-engines and 05-concurrency then start warm; where the cache is
-    already warm, both starts here load it."""
-    from servekit.engines.vllm import compile_cache_root
-
-    cache = compile_cache_root()
-    logs = []
-    for name in ("first", "second"):
-        with servekit.serve("vllm", "demo", name=name, parallel=8, timeout=900) as srv:
-            assert srv.client().models.list().data[0].id == srv.model
-            logs.append(srv.logs(100_000))
-        assert not Path(srv.record.run_dir).exists() and cache.is_dir()
-    first, second = logs
-    for log in logs:
+    for log in (first, second):
         assert "api_server` is deprecated" not in log and "api_server` command is deprecated" not in log
     saved, loaded = f"saved AOT compiled function to {cache}", f"Directly load AOT compilation from path {cache}"
     reloaded = f"Compiling model again due to a load failure from {cache}"

@@ -38,9 +38,27 @@ def test_every_flag_servekit_builds_is_honoured(tmp_path: Path, monkeypatch: pyt
     assert params.model_alias == {"m"}
 
 
+def test_sampling_flags_reach_the_servers_defaults() -> None:
+    """``--ignore-eos`` and the sampling flags set the server's default sampling (as llama-server's do); the
+    integration tests pass ``-- --ignore-eos`` to stream until max_tokens on either build."""
+    params = launcher.parse(["-m", "x.gguf", "--ignore-eos", "--temp", "0.5", "--top-k", "7", "--seed", "3"])
+    sampling = params.sampling
+    assert sampling.ignore_eos and sampling.temp == 0.5 and sampling.top_k == 7 and sampling.seed == 3
+    assert not launcher.parse(["-m", "x.gguf"]).sampling.ignore_eos
+
+
 def test_llama_server_defaults_keep_metrics_and_slots_off() -> None:
     params = launcher.parse(["-m", "x.gguf"])
     assert not params.endpoint_metrics and not params.endpoint_slots
+
+
+def test_slots_are_automatic_unless_asked_as_in_llama_server() -> None:
+    """llama-server's ``-np`` defaults to auto: 4 slots sharing one KV pool (CommonParams' own default is 1)."""
+    auto = launcher.parse(["-m", "x.gguf"])
+    assert auto.n_parallel == 4 and auto.kv_unified
+    assert launcher.parse(["-m", "x.gguf", "-np", "-1"]).n_parallel == 4
+    asked = launcher.parse(["-m", "x.gguf", "-np", "2"])
+    assert asked.n_parallel == 2 and not asked.kv_unified
 
 
 @pytest.mark.parametrize("argv,words", [
